@@ -1,0 +1,135 @@
+"""The Backend interface: what every backend (netns, Docker) does with a plan.
+
+Backends only execute plans (`labctl.lab.plan.make_plan` decides everything). The lifecycle in
+`labctl.lab.lifecycle` claims the lab's state directory before calling `up`, and removes it after
+`down`; backends record each object in that state (`LabState.record`) BEFORE creating it.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+from labctl.lab.model import Plan, ProgramPlan
+from labctl.lab.state import LabState, all_labs
+
+Progress = Callable[[str], None]
+"""Receives one short line per step ("creating namespace labctl-x-host-a")."""
+
+
+def no_progress(message: str) -> None:
+    """A Progress that says nothing."""
+
+
+class BackendError(Exception):
+    """A backend operation failed; the message is meant for a person."""
+
+
+class BackendUnavailable(BackendError):
+    """The backend cannot run here (not root, no Docker engine, missing tool)."""
+
+
+@dataclass(frozen=True)
+class ProgramStatus:
+    node: str
+    name: str
+    pid: int | None
+    running: bool
+    log: str
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    name: str
+    kind: str
+    present: bool
+    """The node's namespace/container exists."""
+    addresses: tuple[str, ...]
+    programs: tuple[ProgramStatus, ...] = ()
+
+
+@dataclass(frozen=True)
+class LabStatus:
+    lab: str
+    backend: str
+    topology: str
+    phase: str
+    """"up" when `up` completed, "building" while (or when a crash left it) half built."""
+    nodes: tuple[NodeStatus, ...]
+    networks: Mapping[str, str] = field(default_factory=dict)
+    """Network name -> subnet."""
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    returncode: int
+    stdout: str = ""
+    stderr: str = ""
+
+
+class Capture(ABC):
+    """A running packet capture on one lab network."""
+
+    pcap: Path
+
+    @abstractmethod
+    def stop(self) -> Path:
+        """Stop capturing, flush, and return the pcap file."""
+
+
+class Backend(ABC):
+    name: ClassVar[str]
+
+    @abstractmethod
+    def available(self) -> tuple[bool, str]:
+        """(True, "") when this backend can build labs here; otherwise (False, one sentence why)."""
+
+    @abstractmethod
+    def up(self, plan: Plan, state: LabState, progress: Progress = no_progress) -> None:
+        """Build the lab and start its node programs. Raise BackendError on failure (the caller runs `down`)."""
+
+    @abstractmethod
+    def down(self, state: LabState, progress: Progress = no_progress) -> list[str]:
+        """Remove every object recorded in `state`, tolerating missing ones. Returns what was removed."""
+
+    @abstractmethod
+    def status(self, state: LabState) -> LabStatus:
+        """What exists of the lab now."""
+
+    @abstractmethod
+    def exec(
+        self,
+        state: LabState,
+        node: str,
+        argv: Sequence[str],
+        *,
+        capture_output: bool = False,
+        timeout: float | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> ExecResult:
+        """Run a command in a node and return its exit status (output too with capture_output)."""
+
+    @abstractmethod
+    def start_program(self, state: LabState, node: str, program: ProgramPlan) -> int:
+        """Write the program's files, start it in the node (log in `state.log_path`), record and return its pid."""
+
+    @abstractmethod
+    def stop_program(self, state: LabState, node: str, name: str) -> bool:
+        """Stop one node program; True when it was running."""
+
+    @abstractmethod
+    def node_pids(self, state: LabState, node: str) -> list[int]:
+        """Every process running in the node (its programs and anything started by exec)."""
+
+    @abstractmethod
+    def start_capture(
+        self, state: LabState, network: str, pcap: Path, *, bpf_filter: str | None = None
+    ) -> Capture:
+        """Start capturing all traffic of a lab network into `pcap`; returns when the capture is running."""
+
+    def list_labs(self) -> list[LabState]:
+        """Labs in the state directory that this backend built."""
+        return [lab for lab in all_labs() if lab.backend == self.name]
