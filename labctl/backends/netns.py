@@ -1,0 +1,359 @@
+"""The netns backend: a lab on plain Linux network namespaces (root only, no daemon needed).
+
+Layout of a lab:
+  labctl-<lab>-<node>   one namespace per node, its interfaces named as in the plan (eth0, ...)
+  labctl-<lab>-sw       the lab's "switch" namespace: one bridge per network, and the other end of
+                        every node's veth. A lab never adds anything to the host's own namespace.
+Interface names are limited to 15 characters, so bridges and switch-side veths carry a 6-hex-digit
+tag of the lab name (`br<tag>-<network #>`, `v<tag>-<node #>-<interface #>`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import shutil
+import signal
+import subprocess
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+from pyroute2 import NetNS, netns
+from pyroute2.netlink.exceptions import NetlinkError
+
+from labctl.backends.base import (
+    Backend,
+    BackendError,
+    Capture,
+    ExecResult,
+    LabStatus,
+    NodeStatus,
+    ProgramStatus,
+    Progress,
+    no_progress,
+)
+from labctl.lab import processes
+from labctl.lab.model import NodePlan, Plan, ProgramPlan
+from labctl.lab.naming import lab_tag
+from labctl.lab.state import LabState, ProgramRecord
+
+NETNS_DIR = Path("/run/netns")
+
+
+def node_namespace(lab: str, node: str) -> str:
+    return f"labctl-{lab}-{node}"
+
+
+def switch_namespace(lab: str) -> str:
+    return f"labctl-{lab}-sw"
+
+
+def bridge_name(lab: str, network_index: int) -> str:
+    return f"br{lab_tag(lab)}-{network_index}"
+
+
+def switch_port_name(lab: str, node_index: int, interface_index: int) -> str:
+    return f"v{lab_tag(lab)}-{node_index}-{interface_index}"
+
+
+def namespace_exists(name: str) -> bool:
+    return (NETNS_DIR / name).exists()
+
+
+def namespace_pids(name: str) -> list[int]:
+    """Every process whose network namespace is the named one (compared by nsfs inode)."""
+    try:
+        target = os.stat(NETNS_DIR / name)
+    except OSError:
+        return []
+    pids = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            ns = os.stat(f"/proc/{entry.name}/ns/net")
+        except OSError:
+            continue
+        if (ns.st_ino, ns.st_dev) == (target.st_ino, target.st_dev):
+            pids.append(int(entry.name))
+    return pids
+
+
+def _command_name(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return "?"
+
+
+@contextlib.contextmanager
+def _netns(name: str) -> Iterator[NetNS]:
+    ns = NetNS(name)
+    try:
+        yield ns
+    finally:
+        ns.close()
+
+
+def _write_sysctl(namespace: str, key: str, value: str) -> None:
+    # /proc/sys/net is resolved in the network namespace of the process that opens it.
+    netns.pushns(namespace)
+    try:
+        Path("/proc/sys", *key.split(".")).write_text(value)
+    finally:
+        netns.popns()
+
+
+class NetnsCapture(Capture):
+    def __init__(self, process: subprocess.Popen[bytes], pcap: Path) -> None:
+        self.process = process
+        self.pcap = pcap
+
+    def stop(self) -> Path:
+        if self.process.poll() is None:
+            # SIGINT lets tcpdump flush its buffer and write the last packets.
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.pcap
+
+
+class NetnsBackend(Backend):
+    name = "netns"
+
+    def available(self) -> tuple[bool, str]:
+        if os.geteuid() != 0:
+            return False, "the netns backend needs root to create network namespaces; run labctl as root (sudo)"
+        if shutil.which("ip") is None:
+            return False, "the `ip` command (iproute2) is missing; install iproute2"
+        return True, ""
+
+    # --- up ---
+
+    def up(self, plan: Plan, state: LabState, progress: Progress = no_progress) -> None:
+        try:
+            self._build(plan, state, progress)
+        except NetlinkError as exc:
+            raise BackendError(f"netlink: {exc.args[-1] if exc.args else exc}") from exc
+        for node in plan.nodes:
+            for program in node.programs:
+                progress(f"starting {program.name} on {node.name}")
+                self.start_program(state, node.name, program)
+
+    def _build(self, plan: Plan, state: LabState, progress: Progress) -> None:
+        lab = plan.lab
+        switch = switch_namespace(lab)
+        for name in [switch, *(node_namespace(lab, node.name) for node in plan.nodes)]:
+            progress(f"creating namespace {name}")
+            if namespace_exists(name):
+                raise BackendError(f"namespace {name} already exists; another lab or a stale object uses the name")
+            state.record("netns", name)
+            netns.create(name)
+        for node in plan.nodes:
+            self._configure_node_before_links(lab, node)
+        bridges: dict[str, str] = {}
+        with _netns(switch) as sw:
+            sw.link("set", index=sw.link_lookup(ifname="lo")[0], state="up")
+            for index, network in enumerate(plan.networks):
+                bridge = bridge_name(lab, index)
+                progress(f"creating bridge {bridge} for network {network.name}")
+                state.record("bridge", bridge, netns=switch, network=network.name)
+                sw.link("add", ifname=bridge, kind="bridge")
+                sw.link("set", index=sw.link_lookup(ifname=bridge)[0], state="up")
+                bridges[network.name] = bridge
+            for node_index, node in enumerate(plan.nodes):
+                for if_index, iface in enumerate(node.interfaces):
+                    port = switch_port_name(lab, node_index, if_index)
+                    progress(f"linking {node.name}:{iface.name} to {iface.network}")
+                    state.record("veth", port, netns=switch, peer=iface.name, node=node.name)
+                    sw.link("add", ifname=port, kind="veth",
+                            peer={"ifname": iface.name, "net_ns_fd": node_namespace(lab, node.name)})
+                    port_index = sw.link_lookup(ifname=port)[0]
+                    master = sw.link_lookup(ifname=bridges[iface.network])[0]
+                    sw.link("set", index=port_index, master=master, state="up")
+        for node in plan.nodes:
+            progress(f"configuring {node.name}: addresses and routes")
+            self._configure_node_links(lab, node)
+
+    def _configure_node_before_links(self, lab: str, node: NodePlan) -> None:
+        namespace = node_namespace(lab, node.name)
+        for key, value in node.sysctls.items():
+            _write_sysctl(namespace, key, value)
+
+    def _configure_node_links(self, lab: str, node: NodePlan) -> None:
+        with _netns(node_namespace(lab, node.name)) as ns:
+            ns.link("set", index=ns.link_lookup(ifname="lo")[0], state="up")
+            for iface in node.interfaces:
+                index = ns.link_lookup(ifname=iface.name)[0]
+                for address in filter(None, (iface.address, iface.address6)):
+                    ip, prefix = address.split("/")
+                    ns.addr("add", index=index, address=ip, prefixlen=int(prefix))
+                ns.link("set", index=index, state="up")
+            for route in node.routes:
+                is_v6 = ":" in route.via
+                destination = route.destination
+                if destination == "default":
+                    destination = "::/0" if is_v6 else "0.0.0.0/0"
+                try:
+                    ns.route("add", dst=destination, gateway=route.via)
+                except NetlinkError as exc:
+                    raise BackendError(
+                        f"cannot add route {route.destination} via {route.via} on {node.name}: {exc.args[-1]}"
+                    ) from exc
+
+    # --- down ---
+
+    def down(self, state: LabState, progress: Progress = no_progress) -> list[str]:
+        removed: list[str] = []
+        for record in state.programs():
+            if processes.terminate(record.pid, record.started):
+                removed.append(f"process {record.pid} ({record.name} on {record.node})")
+            state.forget_program(record.node, record.name)
+        namespaces = [record.name for record in state.objects("netns")]
+        for name in reversed(namespaces):
+            for pid in namespace_pids(name):
+                command = _command_name(pid)
+                if processes.terminate(pid, processes.start_time(pid), grace=1.0):
+                    removed.append(f"process {pid} ({command}) in {name}")
+        for name in reversed(namespaces):
+            if not namespace_exists(name):
+                continue
+            progress(f"removing namespace {name}")
+            removed += self._remove_links(name)
+            netns.remove(name)
+            removed.append(f"namespace {name}")
+        return removed
+
+    def _remove_links(self, namespace: str) -> list[str]:
+        """Delete the links of a namespace explicitly, so none outlives `down` while the kernel frees the namespace."""
+        removed = []
+        with _netns(namespace) as ns:
+            links = [(link.get("ifname"), link["index"], link.get("kind") or link.get_nested("IFLA_LINKINFO",
+                      "IFLA_INFO_KIND")) for link in ns.get_links()]
+            for ifname, index, kind in links:
+                if ifname == "lo":
+                    continue
+                with contextlib.suppress(NetlinkError):  # a veth is gone once its peer is deleted
+                    ns.link("del", index=index)
+                    removed.append(f"{kind or 'link'} {ifname} in {namespace}")
+        return removed
+
+    # --- inspection and use ---
+
+    def status(self, state: LabState) -> LabStatus:
+        plan = state.plan()
+        if plan is None:
+            return LabStatus(state.lab, self.name, "?", state.phase, ())
+        nodes = []
+        for node in plan.nodes:
+            programs = tuple(
+                ProgramStatus(r.node, r.name, r.pid, processes.is_alive(r.pid, r.started), r.log)
+                for r in state.programs(node.name)
+            )
+            addresses = tuple(a for iface in node.interfaces for a in (iface.address, iface.address6) if a)
+            present = namespace_exists(node_namespace(plan.lab, node.name))
+            nodes.append(NodeStatus(node.name, node.kind, present, addresses, programs))
+        networks = {network.name: network.subnet for network in plan.networks}
+        return LabStatus(state.lab, self.name, plan.topology, state.phase, tuple(nodes), networks)
+
+    def _node_namespace(self, state: LabState, node: str) -> str:
+        plan = state.plan()
+        if plan is None:
+            raise BackendError(f"lab {state.lab} has no plan in {state.path}; run `labctl down {state.lab}`")
+        try:
+            plan.node(node)
+        except KeyError:
+            known = ", ".join(n.name for n in plan.nodes)
+            raise BackendError(f"lab {state.lab} has no node {node!r}; its nodes: {known}") from None
+        namespace = node_namespace(state.lab, node)
+        if not namespace_exists(namespace):
+            raise BackendError(f"node {node} of lab {state.lab} is not running (no namespace {namespace})")
+        return namespace
+
+    def exec(
+        self,
+        state: LabState,
+        node: str,
+        argv: Sequence[str],
+        *,
+        capture_output: bool = False,
+        timeout: float | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> ExecResult:
+        namespace = self._node_namespace(state, node)
+        full_env = {**os.environ, **(env or {})}
+        try:
+            done = subprocess.run(["ip", "netns", "exec", namespace, *argv], capture_output=capture_output,
+                                  timeout=timeout, env=full_env, text=True, check=False)
+        except subprocess.TimeoutExpired as exc:
+            raise BackendError(f"{' '.join(argv)} on {node} did not finish within {timeout} s") from exc
+        return ExecResult(done.returncode, done.stdout or "", done.stderr or "")
+
+    def start_program(self, state: LabState, node: str, program: ProgramPlan) -> int:
+        namespace = self._node_namespace(state, node)
+        node_dir = state.node_dir(node)
+        node_dir.mkdir(parents=True, exist_ok=True)
+        for file in program.files:
+            path = node_dir / file.path
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(file.content)
+            path.chmod(file.mode)
+        log = state.log_path(node, program.name)
+        log.parent.mkdir(exist_ok=True)
+        argv = [arg.replace("{node_dir}", str(node_dir)) for arg in program.argv]
+        with open(log, "ab") as log_file:
+            try:
+                child = subprocess.Popen(
+                    ["ip", "netns", "exec", namespace, *argv],
+                    stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+                    cwd=node_dir, env={**os.environ, **program.env}, start_new_session=True,
+                )
+            except OSError as exc:
+                raise BackendError(f"cannot start {program.name} on {node}: {exc}") from exc
+        state.record_program(ProgramRecord(node, program.name, child.pid, processes.start_time(child.pid), str(log)))
+        return child.pid
+
+    def stop_program(self, state: LabState, node: str, name: str) -> bool:
+        for record in state.programs(node):
+            if record.name == name:
+                stopped = processes.terminate(record.pid, record.started)
+                state.forget_program(node, name)
+                return stopped
+        return False
+
+    def node_pids(self, state: LabState, node: str) -> list[int]:
+        return namespace_pids(self._node_namespace(state, node))
+
+    def start_capture(
+        self, state: LabState, network: str, pcap: Path, *, bpf_filter: str | None = None
+    ) -> Capture:
+        plan = state.plan()
+        names = [n.name for n in plan.networks] if plan else []
+        if network not in names:
+            raise BackendError(f"lab {state.lab} has no network {network!r}; its networks: {', '.join(names)}")
+        if shutil.which("tcpdump") is None:
+            raise BackendError("tcpdump is missing; install the tcpdump package to capture")
+        bridge = bridge_name(state.lab, names.index(network))
+        argv = ["ip", "netns", "exec", switch_namespace(state.lab), "tcpdump", "-n", "-U", "-i", bridge,
+                "-w", str(pcap)]
+        if bpf_filter:
+            argv.append(bpf_filter)
+        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.PIPE)
+        # tcpdump says "listening on ..." once the capture is attached; until then packets would be missed.
+        stderr = process.stderr
+        if stderr is None:
+            raise BackendError("tcpdump started without its stderr pipe")
+        ready, _, _ = select.select([stderr], [], [], 10)
+        line = stderr.readline().decode(errors="replace") if ready else ""
+        if "listening on" not in line:
+            process.kill()
+            rest = stderr.read().decode(errors="replace") if ready else "(no answer within 10 s)"
+            process.wait()
+            raise BackendError(f"tcpdump on {network} did not start: {(line + rest).strip()}")
+        stderr.close()
+        return NetnsCapture(process, pcap)
