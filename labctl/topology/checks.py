@@ -11,6 +11,7 @@ from ipaddress import IPv4Interface, IPv4Network, IPv6Interface, IPv6Network
 
 from labctl.topology.errors import Issue, Path, format_path
 from labctl.topology.model import Node, Topology
+from labctl.topology.yamlpos import KEY
 
 AnyInterface = IPv4Interface | IPv6Interface
 AnyNetwork = IPv4Network | IPv6Network
@@ -53,7 +54,7 @@ def _check_node(
 ) -> Iterator[Issue]:
     path: Path = ("nodes", name)
     if name in RESERVED_NODE_NAMES:
-        yield Issue(path, f"node name {name!r} is reserved (it names the lab's switch namespace)")
+        yield Issue(path + (KEY,), f"node name {name!r} is reserved (it names the lab's switch namespace)")
     if node.ipsec is not None and node.kind != "gateway":
         yield Issue(path + ("ipsec",), f"an ipsec section needs kind 'gateway', but this node is a {node.kind}")
     networks_seen: dict[str, int] = {}
@@ -117,7 +118,7 @@ def _check_next_hops(
     if node.gateway is not None:
         hops.append((path + ("gateway",), "default", node.gateway))
     if node.gateway6 is not None:
-        hops.append((path + ("gateway6",), "default6", node.gateway6))
+        hops.append((path + ("gateway6",), "default", node.gateway6))
     for index, route in enumerate(node.routes):
         hops.append((path + ("routes", index, "via"), route.to, route.via))
 
@@ -125,16 +126,15 @@ def _check_next_hops(
     for hop_path, destination, via_text in hops:
         via = ipaddress.ip_address(via_text)
         if destination == "default":
-            key = "default" if via.version == 4 else "default6"
+            key = f"default (IPv{via.version})"
         else:
             key = str(ipaddress.ip_network(destination))
         if key in destinations:
-                yield Issue(hop_path, f"a route to {destination} is already given by {format_path(destinations[key])}")
+            yield Issue(hop_path, f"a route to {destination} is already given by {format_path(destinations[key])}")
         destinations.setdefault(key, hop_path)
-        if destination not in ("default", "default6"):
-            if ipaddress.ip_network(destination).version != via.version:
-                yield Issue(hop_path, f"next hop {via} and destination {destination} are different IP versions")
-                continue
+        if destination != "default" and ipaddress.ip_network(destination).version != via.version:
+            yield Issue(hop_path, f"next hop {via} and destination {destination} are different IP versions")
+            continue
         connected = [
             net for net in (_iface_subnet(topology, iface.network, via.version) for iface in node.interfaces) if net
         ]

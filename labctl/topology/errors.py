@@ -11,6 +11,8 @@ def format_path(path: Path) -> str:
     """('nodes', 'host-a', 'interfaces', 0, 'address') -> 'nodes.host-a.interfaces[0].address'."""
     text = ""
     for part in path:
+        if part == "[key]":
+            continue
         if isinstance(part, int):
             text += f"[{part}]"
         else:

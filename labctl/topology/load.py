@@ -11,7 +11,7 @@ from labctl.lab.naming import NAME_RULE
 from labctl.topology.checks import check_topology
 from labctl.topology.errors import Issue, Path, TopologyError
 from labctl.topology.model import Topology
-from labctl.topology.yamlpos import Positions, load_yaml, position_of
+from labctl.topology.yamlpos import KEY, Positions, load_yaml, position_of
 
 
 def load_topology(path: str | FilePath) -> Topology:
@@ -47,10 +47,9 @@ def _locate(issue: Issue, positions: Positions, filename: str) -> Issue:
 
 def _schema_issue(error: Any, data: Any, positions: Positions, filename: str) -> Issue:
     loc: Path = tuple(error["loc"])
-    if loc and loc[-1] == "[key]":
+    if loc and loc[-1] == KEY:
         # pydantic reports a bad mapping key as (..., key, "[key]"): the problem is the key itself.
-        loc = loc[:-1]
-        message = f"invalid name {loc[-1]!r}: expected {NAME_RULE}"
+        message = f"invalid name {loc[-2]!r}: expected {NAME_RULE}"
     else:
         message = _message(error, loc)
     line, column = position_of(loc, positions)

@@ -12,6 +12,9 @@ import yaml
 
 from labctl.topology.errors import Issue, Path, TopologyError
 
+KEY = "[key]"
+"""Last element of a path that means the mapping key itself, not its value."""
+
 Positions = dict[Path, tuple[int, int]]
 """Field path -> (line, column), both 1-based, of the value at that path."""
 
@@ -56,6 +59,8 @@ def _walk(node: yaml.Node, path: Path, positions: Positions, issues: list[Issue]
                 )
                 continue
             seen[key] = line
+            # Problems with a name (invalid, reserved) point at the key: pydantic's "[key]" convention.
+            positions[path + (key, KEY)] = (line, key_node.start_mark.column + 1)
             _walk(value_node, path + (key,), positions, issues, filename)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
