@@ -78,9 +78,7 @@ class IpcpClientPolicy:
         return options
 
     def check_request(self, options: list[Option]) -> tuple[int, list[Option]]:
-        rejects = [
-            option for option in options if option.type != OPT_IP_ADDRESS or _address(option) is None
-        ]
+        rejects = [option for option in options if option.type != OPT_IP_ADDRESS or _address(option) is None]
         if rejects:
             return CONFIGURE_REJECT, rejects
         for option in options:

@@ -37,9 +37,7 @@ def challenge_response(challenge: bytes, password_hash: bytes) -> bytes:
     return b"".join(des_encrypt_block(z_hash[i : i + 7], challenge) for i in (0, 7, 14))
 
 
-def generate_nt_response(
-    authenticator_challenge: bytes, peer_challenge: bytes, user_name: str, password: str
-) -> bytes:
+def generate_nt_response(authenticator_challenge: bytes, peer_challenge: bytes, user_name: str, password: str) -> bytes:
     """RFC 2759 §8.1: the 24-octet NT-Response the peer sends."""
     challenge = challenge_hash(peer_challenge, authenticator_challenge, user_name)
     return challenge_response(challenge, nt_password_hash(password))

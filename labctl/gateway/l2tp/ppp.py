@@ -155,9 +155,7 @@ class PppSession:
         self.peer_address: IPv4Address | None = None
         self.auth_user = user
         self.finished_reason = ""
-        self.lcp_policy = LcpPolicy(
-            authenticator=authenticator, auth_methods=auth_methods, mru=config.mru, rng=rng
-        )
+        self.lcp_policy = LcpPolicy(authenticator=authenticator, auth_methods=auth_methods, mru=config.mru, rng=rng)
         self.lcp = self._fsm(PROTO_LCP, self.lcp_policy, self._lcp_up, self._lcp_down, self._lcp_finished)
         self.ipcp: OptionFsm | None = None
         self.ipcp_client: IpcpClientPolicy | None = None
@@ -419,9 +417,7 @@ class PppSession:
             self._echo_deadline = None
             self.events.append(PppEchoTimeout(self._echo_unanswered))
             # The peer is gone: no Terminate exchange can complete, so finish at once.
-            self.finished_reason = (
-                f"LCP echo timeout: {self._echo_unanswered} echo requests unanswered"
-            )
+            self.finished_reason = f"LCP echo timeout: {self._echo_unanswered} echo requests unanswered"
             self.lower_down(now)
             self.events.append(PppFinished(self.finished_reason))
             return
