@@ -33,7 +33,7 @@ def shipped_topologies() -> list[ShippedTopology]:
 def resolve_topology(spec: str) -> Path:
     """A path to a topology file: `spec` itself when it names a file, else the shipped topology of that name."""
     path = Path(spec)
-    if path.is_file():
+    if path.exists() and not path.is_dir():  # also /dev/fd/N from a shell's <(...)
         return path
     shipped = SHIPPED_DIR / f"{spec.removesuffix('.yaml')}.yaml"
     if "/" not in spec and shipped.is_file():
