@@ -34,7 +34,7 @@ def test_validate_reports_every_problem(tmp_path: Path) -> None:
     result = runner.invoke(app, ["validate", str(bad)])
     assert result.exit_code == 1
     assert f"{bad}:26:11: nodes.router-a.kind: unknown node kind 'switch'" in result.output
-    assert f"{bad}:44:37: nodes.host-b.interfaces[0].address: '10.2.0.300' is not an IPv4 address" in result.output
+    assert f"{bad}:44:35: nodes.host-b.interfaces[0].address: '10.2.0.300' is not an IPv4 address" in result.output
     assert "2 problem(s) in the topology; nothing was built" in result.output
 
 
