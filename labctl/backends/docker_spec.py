@@ -1,0 +1,178 @@
+"""How a plan becomes Docker networks and containers: one pure mapping for the Docker backend and compose files.
+
+Both `labctl up --backend docker` and `labctl render compose` start from these specs, so a compose file is
+the same lab by construction: the same networks, addresses, capabilities, sysctls and node set-up.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+from labctl.lab.model import NetworkPlan, NodePlan, Plan, ProgramPlan
+from labctl.lab.naming import lab_tag
+
+LABEL_LAB = "labctl.lab"
+LABEL_NODE = "labctl.node"
+LABEL_NETWORK = "labctl.network"
+# Where a node's program files (configs) and logs appear inside its container.
+NODE_DIR = "/etc/labctl"
+LOG_DIR = "/var/log/labctl"
+READY_FILE = "/run/labctl-node.ready"
+IDLE_COMMAND = ("sleep", "infinity")
+BRIDGE_OPTION = "com.docker.network.bridge.name"
+
+# Image per node kind; the gateway image also serves any kind that runs the gateway program.
+IMAGE_OF_KIND = {"gateway": "gateway", "host": "host", "router": "host"}
+# Every node changes its own addresses and routes (NET_ADMIN) and pings or captures (NET_RAW); gateways bind
+# IKE's ports 500/4500 (NET_BIND_SERVICE) and open /dev/net/tun. Nothing else: all other capabilities are dropped.
+BASE_CAPS = ("NET_ADMIN", "NET_RAW")
+KIND_CAPS = {"gateway": ("NET_BIND_SERVICE",)}
+TUN_KINDS = frozenset({"gateway"})
+
+
+class SpecError(ValueError):
+    """The plan cannot be built on Docker as it is (e.g. no free address for Docker's bridge)."""
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    name: str
+    """Docker network name: labctl-<lab>-<network>."""
+    network: str
+    subnet: str
+    gateway: str
+    """The host side's address on the bridge: an address no node uses (Docker insists on one)."""
+    bridge: str
+    """The Linux bridge on the host (15 characters at most), where captures listen."""
+    subnet6: str | None = None
+    gateway6: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Attachment:
+    network: str
+    """Docker network name."""
+    interface: str
+    address: str
+    """IPv4 address without prefix length."""
+    address6: str | None = None
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    name: str
+    node: str
+    kind: str
+    image: str
+    """Image name without tag: "gateway" or "host"."""
+    attachments: tuple[Attachment, ...]
+    cap_add: tuple[str, ...]
+    devices: tuple[str, ...]
+    sysctls: dict[str, str]
+    environment: dict[str, str]
+    labels: dict[str, str]
+
+
+def network_name(lab: str, network: str) -> str:
+    return f"labctl-{lab}-{network}"
+
+
+def container_name(lab: str, node: str) -> str:
+    return f"labctl-{lab}-{node}"
+
+
+def bridge_name(lab: str, index: int) -> str:
+    return f"dk{lab_tag(lab)}-{index}"
+
+
+def free_gateway_address(subnet: str, used: set[str]) -> str:
+    """The highest usable address of `subnet` that no node uses, for Docker's bridge on the host."""
+    net = ipaddress.ip_network(subnet)
+    if net.num_addresses < 4:
+        raise SpecError(f"subnet {subnet} is too small for Docker: it needs a free address for the bridge")
+    last = net.broadcast_address - (1 if net.version == 4 else 0)
+    candidate = last
+    for _ in range(min(net.num_addresses - 2, 1024)):
+        if str(candidate) not in used and candidate != net.network_address:
+            return str(candidate)
+        candidate -= 1
+    raise SpecError(f"subnet {subnet} has no free address for Docker's bridge gateway")
+
+
+def _used(plan: Plan, network: str, v6: bool) -> set[str]:
+    used = set()
+    for node in plan.nodes:
+        for iface in node.interfaces:
+            address = iface.address6 if v6 else iface.address
+            if iface.network == network and address:
+                used.add(address.split("/")[0])
+    return used
+
+
+def network_specs(plan: Plan) -> list[NetworkSpec]:
+    specs = []
+    for index, net in enumerate(plan.networks):
+        specs.append(_network_spec(plan, index, net))
+    return specs
+
+
+def _network_spec(plan: Plan, index: int, net: NetworkPlan) -> NetworkSpec:
+    gateway6 = free_gateway_address(net.subnet6, _used(plan, net.name, True)) if net.subnet6 else None
+    return NetworkSpec(
+        name=network_name(plan.lab, net.name),
+        network=net.name,
+        subnet=net.subnet,
+        gateway=free_gateway_address(net.subnet, _used(plan, net.name, False)),
+        bridge=bridge_name(plan.lab, index),
+        subnet6=net.subnet6,
+        gateway6=gateway6,
+        labels={LABEL_LAB: plan.lab, LABEL_NETWORK: net.name},
+    )
+
+
+def _routes(node: NodePlan) -> str:
+    return ";".join(f"{r.destination} via {r.via}" for r in node.routes)
+
+
+def container_spec(plan: Plan, node: NodePlan) -> ContainerSpec:
+    if node.kind not in IMAGE_OF_KIND:
+        raise SpecError(f"node {node.name}: kind {node.kind!r} has no Docker image (known: {', '.join(IMAGE_OF_KIND)})")
+    sysctls = dict(node.sysctls)
+    if any(iface.address6 for iface in node.interfaces):
+        # The entry point renames interfaces (down/up), which would drop their IPv6 addresses.
+        sysctls["net.ipv6.conf.all.keep_addr_on_down"] = "1"
+    attachments = tuple(
+        Attachment(
+            network_name(plan.lab, iface.network),
+            iface.name,
+            iface.address.split("/")[0],
+            iface.address6.split("/")[0] if iface.address6 else None,
+        )
+        for iface in node.interfaces
+    )
+    environment = {
+        "LABCTL_INTERFACES": " ".join(f"{a.interface}={a.address}" for a in attachments),
+        "LABCTL_ROUTES": _routes(node),
+    }
+    return ContainerSpec(
+        name=container_name(plan.lab, node.name),
+        node=node.name,
+        kind=node.kind,
+        image=IMAGE_OF_KIND[node.kind],
+        attachments=attachments,
+        cap_add=BASE_CAPS + KIND_CAPS.get(node.kind, ()),
+        devices=("/dev/net/tun",) if node.kind in TUN_KINDS else (),
+        sysctls=sysctls,
+        environment=environment,
+        labels={LABEL_LAB: plan.lab, LABEL_NODE: node.name},
+    )
+
+
+def program_argv(program: ProgramPlan) -> list[str]:
+    """The program's command line inside a container: files in NODE_DIR, host interpreter paths mapped."""
+    argv = [arg.replace("{node_dir}", NODE_DIR) for arg in program.argv]
+    if argv and (argv[0].endswith("/python3") or argv[0].endswith("/python")):
+        argv[0] = "python3" if argv[0].endswith("3") else "python"
+    return argv
