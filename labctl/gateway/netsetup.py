@@ -31,6 +31,7 @@ class RoutingPlan:
     mtu: int
     fwmark: int
     table: int
+    local: str
     tunnel_prefixes: list[str] = field(default_factory=list)
     transport_peers: list[str] = field(default_factory=list)
 
@@ -64,8 +65,11 @@ def apply(plan: RoutingPlan) -> None:
             _route(ipr, dst=dst, dst_len=plen, oif=idx, priority=TUN_METRIC)
             _route(ipr, dst=dst, dst_len=plen, type="blackhole", priority=BLACKHOLE_METRIC)
         if plan.transport_peers:
-            _route(ipr, dst="0.0.0.0", dst_len=0, oif=idx, table=plan.table, priority=TUN_METRIC)
-            _route(ipr, dst="0.0.0.0", dst_len=0, type="blackhole", table=plan.table, priority=BLACKHOLE_METRIC)
+            # prefsrc: the TUN device has no address, and the source must be the one the peer knows us by.
+            _route(ipr, dst="0.0.0.0", dst_len=0, oif=idx, table=plan.table, priority=TUN_METRIC, prefsrc=plan.local)
+            _route(
+                ipr, dst="0.0.0.0", dst_len=0, type="blackhole", table=plan.table, priority=BLACKHOLE_METRIC
+            )
             _rule(ipr, priority=RULE_PRIO_OWN, fwmark=plan.fwmark, fwmask=0xFFFFFFFF, table=254)
             for peer in plan.transport_peers:
                 dst, plen = _prefix(peer)

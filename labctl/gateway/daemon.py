@@ -1,0 +1,291 @@
+"""The gateway's only I/O: one poll loop that moves bytes between the TUN device, the raw ESP/AH sockets,
+UDP 500/4500 and the control socket, and feeds the sans-I/O cores (data plane, IKE engines).
+
+Why one thread and epoll, draining each descriptor until EAGAIN: on these 2-vCPU machines that beat threads
+(GIL hand-offs) and processes (context switches) by a wide margin (shared/notes/dataplane-performance.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import signal
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from labctl.gateway import netsetup, sockets
+from labctl.gateway.config import GatewayConfig
+from labctl.gateway.control import ControlConnection, listen
+from labctl.gateway.ipsec.dataplane import Bypass, IpSend, UdpSend
+from labctl.gateway.keying import Keying
+from labctl.gateway.tun import open_tun
+
+log = logging.getLogger("labctl.gateway")
+
+READ_SIZE = 2048  # one MTU-sized packet; a 64 KB buffer costs more in allocation than it saves
+UDP_READ_SIZE = 65535
+NON_ESP_MARKER = b"\x00\x00\x00\x00"
+IKE_PORT = 500
+NATT_PORT = 4500
+HOUSEKEEPING_INTERVAL = 1.0
+
+
+class Gateway:
+    def __init__(self, cfg: GatewayConfig) -> None:
+        self.cfg = cfg
+        self.keying = Keying(cfg)
+        self.dp = self.keying.dataplane
+        self.epoll = select.epoll()
+        self.handlers: dict[int, Any] = {}
+        self.clients: dict[int, ControlConnection] = {}
+        self.stopping = False
+        self.started = time.time()
+        self.drops = {"tun_write_errors": 0, "send_errors": 0, "bad_ike": 0}
+
+    # --- setup ---------------------------------------------------------------------------------------------
+    def setup(self) -> None:
+        cfg = self.cfg
+        cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        self.tun = open_tun(cfg.tun.name)
+        netsetup.apply(
+            netsetup.RoutingPlan(
+                tun=self.tun.name,
+                mtu=cfg.tun.mtu,
+                fwmark=cfg.fwmark,
+                table=cfg.table,
+                local=cfg.local,
+                tunnel_prefixes=self.keying.tunnel_prefixes(),
+                transport_peers=self.keying.transport_peers(),
+            )
+        )
+        self.raw_out = sockets.raw_sender(cfg.fwmark)
+        self.esp_in = sockets.raw_receiver(sockets.IPPROTO_ESP)
+        self.ah_in = sockets.raw_receiver(sockets.IPPROTO_AH)
+        self.udp500 = sockets.udp_socket(cfg.local, IKE_PORT, cfg.fwmark)
+        self.udp4500 = sockets.udp_socket(cfg.local, NATT_PORT, cfg.fwmark)
+        self.control = listen(cfg.control_socket)
+        self._register(self.tun.fd, self._on_tun)
+        self._register(self.esp_in.fileno(), lambda: self._on_raw(self.esp_in))
+        self._register(self.ah_in.fileno(), lambda: self._on_raw(self.ah_in))
+        self._register(self.udp500.fileno(), lambda: self._on_udp(self.udp500, IKE_PORT))
+        self._register(self.udp4500.fileno(), lambda: self._on_udp(self.udp4500, NATT_PORT))
+        self._register(self.control.fileno(), self._on_control_accept)
+        self.keying.start(time.monotonic())
+        self._flush_ike()
+        self._write_keys()
+        (cfg.state_dir / "gateway.pid").write_text(f"{os.getpid()}\n")
+        log.info("gateway %s up: TUN %s, local %s", cfg.name, self.tun.name, cfg.local)
+
+    def _register(self, fd: int, handler: Any) -> None:
+        self.handlers[fd] = handler
+        self.epoll.register(fd, select.EPOLLIN)
+
+    # --- the loop ------------------------------------------------------------------------------------------
+    def loop(self) -> None:
+        next_housekeeping = 0.0
+        while not self.stopping:
+            now = time.monotonic()
+            timeout = max(0.0, next_housekeeping - now)
+            deadline = self.keying.get_timer()
+            if deadline is not None:
+                timeout = min(timeout, max(0.0, deadline - now))
+            try:
+                ready = self.epoll.poll(timeout)
+            except InterruptedError:
+                continue
+            for fd, _ in ready:
+                handler = self.handlers.get(fd)
+                if handler is not None:
+                    handler()
+            now = time.monotonic()
+            self.keying.handle_timers(now)
+            self._after_keying_change()
+            if now >= next_housekeeping:
+                if self.keying.housekeeping(now):
+                    self._after_keying_change()
+                for payload, dst, dport in self.keying.keepalives(now):
+                    self._send_udp(payload, dst, dport)
+                next_housekeeping = now + HOUSEKEEPING_INTERVAL
+            self._flush_ike()
+
+    # --- data plane --------------------------------------------------------------------------------------
+    def _on_tun(self) -> None:
+        fd = self.tun.fd
+        outbound = self.dp.outbound
+        now = time.monotonic()
+        send_ip = self.raw_out.sendto
+        send_udp = self.udp4500.sendto
+        while True:
+            try:
+                pkt = os.read(fd, READ_SIZE)
+            except BlockingIOError:
+                break
+            except InterruptedError:
+                continue
+            res = outbound(pkt, now)
+            try:
+                if type(res) is UdpSend:
+                    send_udp(res.payload, (res.dst, res.dport))
+                elif type(res) is IpSend or type(res) is Bypass:
+                    # The kernel routes the outer packet by its destination; our fwmark keeps it out of the TUN.
+                    send_ip(res.packet, (_dst_of(res.packet), 0))
+            except OSError:
+                self.drops["send_errors"] += 1
+
+    def _write_tun(self, pkt: bytes) -> None:
+        try:
+            os.write(self.tun.fd, pkt)
+        except OSError:
+            self.drops["tun_write_errors"] += 1
+
+    def _on_raw(self, sock: socket.socket) -> None:
+        dp = self.dp
+        now = time.monotonic()
+        write = self._write_tun
+        while True:
+            try:
+                pkt = sock.recv(UDP_READ_SIZE)
+            except BlockingIOError:
+                break
+            plain = dp.inbound_ip(pkt, now)
+            if plain is not None:
+                write(plain)
+
+    def _on_udp(self, sock: socket.socket, port: int) -> None:
+        now = time.monotonic()
+        while True:
+            try:
+                data, (src, sport) = sock.recvfrom(UDP_READ_SIZE)
+            except BlockingIOError:
+                break
+            if port == NATT_PORT:
+                if data[:4] == NON_ESP_MARKER:
+                    # RFC 3948 §2.2: IKE on port 4500 is prefixed with four zero bytes.
+                    self.keying.receive_ike(data[4:], (src, sport), (self.cfg.local, port), now)
+                    continue
+                if data == b"\xff":
+                    continue  # RFC 3948 §2.3: NAT keepalive
+                plain = self.dp.inbound_udp(data, src, sport, self.cfg.local, port, now)
+                if plain is not None:
+                    self._write_tun(plain)
+                continue
+            self.keying.receive_ike(data, (src, sport), (self.cfg.local, port), now)
+
+    def _send_udp(self, payload: bytes, dst: str, dport: int, sport: int = NATT_PORT) -> None:
+        sock = self.udp4500 if sport == NATT_PORT else self.udp500
+        try:
+            sock.sendto(payload, (dst, dport))
+        except OSError:
+            self.drops["send_errors"] += 1
+
+    def _flush_ike(self) -> None:
+        for data, (_src, sport), (dst, dport) in self.keying.datagrams_to_send(time.monotonic()):
+            if sport == NATT_PORT:
+                data = NON_ESP_MARKER + data
+            self._send_udp(data, dst, dport, sport)
+
+    def _after_keying_change(self) -> None:
+        if self.keying.process_events(time.monotonic()):
+            self._write_keys()
+        self._flush_ike()
+
+    def _write_keys(self) -> None:
+        # Key export is what the user asked for when they configured a lab: Wireshark tables beside the logs.
+        keys = self.cfg.keys_dir
+        keys.mkdir(parents=True, exist_ok=True)
+        for name, lines in self.keying.key_tables().items():
+            tmp = keys / f".{name}.tmp"
+            tmp.write_text("".join(line + "\n" for line in lines))
+            tmp.chmod(0o600)
+            tmp.replace(keys / name)
+
+    # --- control -------------------------------------------------------------------------------------------
+    def _on_control_accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.control.accept()
+            except BlockingIOError:
+                break
+            conn.setblocking(False)
+            cc = ControlConnection(conn, self._control_request)
+            fd = conn.fileno()
+            self.clients[fd] = cc
+            self._register(fd, lambda fd=fd: self._on_control_client(fd))
+
+    def _on_control_client(self, fd: int) -> None:
+        cc = self.clients[fd]
+        if not cc.on_readable():
+            self.epoll.unregister(fd)
+            del self.handlers[fd]
+            del self.clients[fd]
+            cc.sock.close()
+
+    def _control_request(self, req: dict[str, Any]) -> dict[str, Any]:
+        cmd = req["cmd"]
+        now = time.monotonic()
+        if cmd == "status":
+            return {"ok": True, "gateway": self.status()}
+        if cmd == "list-sas":
+            return {"ok": True, "sas": self.dp.sa_status(now)}
+        if cmd in ("initiate", "terminate", "rekey"):
+            name = req.get("name")
+            if not isinstance(name, str):
+                return {"ok": False, "error": f"{cmd} needs a connection name"}
+            result = self.keying.command(cmd, name, str(req.get("what", "child")), now)
+            self._after_keying_change()
+            return result
+        if cmd == "export-keys":
+            self._write_keys()
+            return {"ok": True, "keys_dir": str(self.cfg.keys_dir)}
+        return {"ok": False, "error": f"unknown command {cmd!r}: try status, list-sas, initiate, terminate, rekey"}
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "name": self.cfg.name,
+            "pid": os.getpid(),
+            "uptime": round(time.time() - self.started, 1),
+            "local": self.cfg.local,
+            "tun": self.tun.name,
+            "io_drops": dict(self.drops),
+            **self.keying.status(),
+        }
+
+    # --- teardown ------------------------------------------------------------------------------------------
+    def close(self) -> None:
+        self.keying.stop(time.monotonic())
+        self._flush_ike()
+        for s in (self.raw_out, self.esp_in, self.ah_in, self.udp500, self.udp4500, self.control):
+            s.close()
+        self.tun.close()
+        try:
+            Path(self.cfg.control_socket).unlink()
+        except OSError:
+            pass
+
+
+def _dst_of(packet: bytes) -> str:
+    return socket.inet_ntoa(packet[16:20])
+
+
+def run(cfg: GatewayConfig) -> int:
+    gw = Gateway(cfg)
+
+    def _stop(signum: int, _frame: object) -> None:
+        gw.stopping = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        gw.setup()
+    except OSError as exc:
+        log.error("cannot start gateway %s: %s", cfg.name, exc)
+        return 1
+    try:
+        gw.loop()
+    finally:
+        gw.close()
+        log.info("gateway %s stopped", cfg.name)
+    return 0

@@ -1,0 +1,177 @@
+"""Glue between the gateway's configuration / data plane and the two IKE engines.
+
+The engines are version-specific sans-I/O cores with their own config and event types; this module maps the
+gateway config onto them and their "IPsec SA up / down" events onto data-plane SAs, so the daemon and the rest
+of the gateway see one shape.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from labctl.gateway.config import ConnectionConfig
+from labctl.gateway.ipsec.sad import Lifetime, SaParams
+
+if TYPE_CHECKING:
+    from labctl.gateway.keying import Binding, Keying
+
+log = logging.getLogger("labctl.gateway.ike")
+
+# The data plane keeps an SA a little past the lifetime IKE negotiated, so a rekey that is slightly late
+# (retransmissions) does not cut traffic; IKE deletes it normally long before this.
+HARD_LIFETIME_SLACK = 30.0
+
+
+def _read(path: str) -> bytes:
+    return Path(path).read_bytes()
+
+
+def make_v2_engine(conns: list[ConnectionConfig], rng: Callable[[int], bytes]) -> Any:
+    from labctl.gateway.ike.v2.config import ChildConfig as V2Child
+    from labctl.gateway.ike.v2.config import ConnectionConfig as V2Conn
+    from labctl.gateway.ike.v2.engine import Ikev2Engine
+
+    out = []
+    for c in conns:
+        children = []
+        for ch in c.children:
+            if ch.protection == "ah+esp":
+                raise ValueError(
+                    f"connection {c.name}, child {ch.name}: IKEv2 negotiates one protocol per child SA "
+                    "(RFC 7296 §3.3); AH+ESP bundles need IKEv1 or manual keys"
+                )
+            children.append(V2Child(
+                name=ch.name, local_ts=ch.local_ts if ch.mode == "tunnel" else ("dynamic",),
+                remote_ts=ch.remote_ts if ch.mode == "tunnel" else ("dynamic",), mode=ch.mode,
+                protocol=ch.protection,  # type: ignore[arg-type]
+                proposals=ch.proposals, rekey_time=ch.rekey_time, life_time=ch.life_time, rand_time=ch.rand_time,
+                rekey_bytes=ch.rekey_bytes, rekey_packets=ch.rekey_packets, start_action=ch.start_action,
+            ))
+        pubkey = c.auth.method == "pubkey"
+        out.append(V2Conn(
+            name=c.name, local_addrs=(c.local,), remote_addrs=(c.remote,), local_id=c.local_id,
+            remote_id=c.remote_id, auth=c.auth.method, psk=c.auth.psk,
+            private_key_pem=_read(c.auth.key).decode() if pubkey else "",
+            cert_pem=_read(c.auth.cert).decode() if pubkey else "",
+            ca_pems=tuple(_read(p).decode() for p in c.auth.ca) if pubkey else (),
+            proposals=c.proposals, children=tuple(children), version=2,
+            start_action="start" if any(ch.start_action == "start" for ch in c.children) else "none",
+            dpd_delay=c.dpd_delay, dpd_timeout=c.dpd_timeout, dpd_action=c.dpd_action, encap=c.encap,
+            rekey_time=c.rekey_time,
+        ))
+    return Ikev2Engine(out, rng=rng)
+
+
+def make_v1_engine(conns: list[ConnectionConfig], rng: Callable[[int], bytes]) -> Any:
+    from labctl.gateway.ike.v1.config import Ikev1ChildConfig, Ikev1ConnectionConfig
+    from labctl.gateway.ike.v1.engine import Ikev1Engine
+
+    out = []
+    for c in conns:
+        children = []
+        for ch in c.children:
+            if ch.protection == "ah+esp":
+                raise ValueError(
+                    f"connection {c.name}, child {ch.name}: AH+ESP bundles over IKEv1 are not supported yet; "
+                    "use manual keys for an AH+ESP lab"
+                )
+            children.append(Ikev1ChildConfig(
+                name=ch.name,
+                local_ts=ch.local_ts if ch.mode == "tunnel" else (f"{c.local}/32",),
+                remote_ts=ch.remote_ts if ch.mode == "tunnel" else (f"{c.remote}/32",),
+                mode=ch.mode, protocol=ch.protection,  # type: ignore[arg-type]
+                proposals=ch.proposals, lifetime=ch.life_time or ch.rekey_time * 1.1,
+                start_action=ch.start_action,
+            ))
+        pubkey = c.auth.method == "pubkey"
+        out.append(Ikev1ConnectionConfig(
+            name=c.name, local_addr=c.local, remote_addr=c.remote, local_id=c.local_id, remote_id=c.remote_id,
+            mode=c.ike_mode, auth=c.auth.method, psk=c.auth.psk,
+            private_key_pem=_read(c.auth.key) if pubkey else b"",
+            cert_pem=_read(c.auth.cert) if pubkey else b"",
+            ca_pems=tuple(_read(p) for p in c.auth.ca) if pubkey else (),
+            proposals=c.proposals, children=tuple(children), lifetime=c.rekey_time * 1.1, encap=c.encap,
+            dpd_delay=c.dpd_delay, dpd_timeout=c.dpd_timeout, dpd_action=c.dpd_action, allow_legacy=c.allow_legacy,
+        ))
+    return Ikev1Engine(out, rng=rng)
+
+
+def _install(
+    k: Keying, b: Binding, protocol: str, mode: str, direction: str, spi: int, encr: str | None, encr_key: bytes,
+    integ: str | None, integ_key: bytes, src: str, dst: str, encap: tuple[int, int] | None, esn: bool,
+    life_seconds: float, now: float,
+) -> None:
+    params = SaParams(
+        spi=spi, protocol=protocol, mode=mode, src=src, dst=dst,  # type: ignore[arg-type]
+        encr=encr if protocol == "esp" else None, encr_key=encr_key if protocol == "esp" else b"",
+        integ=integ, integ_key=integ_key, esn=esn, encap=encap,
+        lifetime=Lifetime(hard_seconds=life_seconds + HARD_LIFETIME_SLACK if life_seconds else 0.0),
+        reqid=b.reqid,
+    )
+    k.dataplane.add_sa(params, direction, now)  # type: ignore[arg-type]
+    b.sas.append((spi, direction, dst))
+
+
+def _remove(k: Keying, b: Binding | None, spi_in: int, spi_out: int) -> None:
+    k.dataplane.remove_sa(spi_in, "in")
+    k.dataplane.remove_sa(spi_out, "out")
+    if b is not None:
+        b.sas = [s for s in b.sas if not (s[0] == spi_in and s[1] == "in") and not (s[0] == spi_out and s[1] == "out")]
+        if not b.sas:
+            b.state = "down"
+
+
+def _set_error(k: Keying, conn: str, reason: str) -> None:
+    log.warning("%s: %s", conn, reason)
+    for b in k.bindings:
+        if b.conn == conn:
+            b.last_error = reason
+
+
+def apply_ike_event(k: Keying, ev: Any, now: float) -> bool:
+    """Apply one engine event; True when data-plane SAs changed."""
+    name = type(ev).__name__
+    if name == "ChildSaUp":
+        b = k.binding_for(ev.conn, ev.child)
+        if b is None:
+            log.warning("child SA %s/%s is not in the configuration; ignored", ev.conn, ev.child)
+            return False
+        life = ev.life_time
+        for direction, d in (("in", ev.inbound), ("out", ev.outbound)):
+            _install(k, b, ev.protocol, ev.mode, direction, d.spi, d.encr, d.encr_key, d.integ, d.integ_key,
+                     d.src, d.dst, d.encap, ev.esn, life, now)
+        b.state, b.last_error = "installed", ""
+        log.info("%s/%s: %s %s SAs in 0x%08x out 0x%08x", ev.conn, ev.child, ev.protocol, ev.mode,
+                 ev.inbound.spi, ev.outbound.spi)
+        return True
+    if name == "IpsecSaEstablished":
+        b = k.binding_for(ev.connection, ev.child)
+        if b is None:
+            log.warning("IPsec SA %s/%s is not in the configuration; ignored", ev.connection, ev.child)
+            return False
+        for direction, d, src, dst in (("in", ev.inbound, ev.remote_addr, ev.local_addr),
+                                       ("out", ev.outbound, ev.local_addr, ev.remote_addr)):
+            encap = ev.encap if direction == "out" or ev.encap is None else (ev.encap[1], ev.encap[0])
+            _install(k, b, ev.protocol, ev.mode, direction, d.spi, d.encr, d.encr_key, d.integ, d.integ_key,
+                     src, dst, encap, False, ev.lifetime, now)
+        b.state, b.last_error = "installed", ""
+        log.info("%s/%s: %s %s SAs in 0x%08x out 0x%08x", ev.connection, ev.child, ev.protocol, ev.mode,
+                 ev.inbound.spi, ev.outbound.spi)
+        return True
+    if name == "ChildSaDown":
+        _remove(k, k.binding_for(ev.conn, ev.child), ev.spi_in, ev.spi_out)
+        return True
+    if name == "IpsecSaDeleted":
+        _remove(k, k.binding_for(ev.connection, ev.child), ev.inbound_spi, ev.outbound_spi)
+        return True
+    if name in ("IkeSaUp", "IsakmpSaEstablished", "ChildSaRekeyed"):
+        return True
+    if name in ("AuthFailed", "ProposalMismatch", "PeerDead", "ChildSaFailed", "ExchangeFailed", "IkeSaDown",
+                "IsakmpSaDeleted"):
+        _set_error(k, str(getattr(ev, "conn", None) or getattr(ev, "connection", "")), ev.reason)
+        return name in ("IkeSaDown", "IsakmpSaDeleted")
+    log.info("IKE event %s", ev)
+    return False
