@@ -338,8 +338,10 @@ class NetnsBackend(Backend):
         if shutil.which("tcpdump") is None:
             raise BackendError("tcpdump is missing; install the tcpdump package to capture")
         bridge = bridge_name(state.lab, names.index(network))
-        argv = ["ip", "netns", "exec", switch_namespace(state.lab), "tcpdump", "-n", "-U", "-i", bridge,
-                "-w", str(pcap)]
+        # --immediate-mode: without it packets wait in the capture ring for up to a second, and a capture
+        # stopped right after the traffic loses them. -U writes each packet to the file as it comes.
+        argv = ["ip", "netns", "exec", switch_namespace(state.lab), "tcpdump", "-n", "--immediate-mode", "-U",
+                "-i", bridge, "-w", str(pcap)]
         if bpf_filter:
             argv.append(bpf_filter)
         process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
