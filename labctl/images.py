@@ -20,7 +20,6 @@ import contextlib
 import fcntl
 import hashlib
 import importlib.metadata
-import io
 import os
 import platform
 import re
@@ -36,6 +35,8 @@ from typing import Any
 import labctl
 
 Progress = Callable[[str], None]
+DETAIL = "  "
+"""Prefix of progress lines that are detail (tool output); the others are milestones worth keeping on screen."""
 
 BASE_SUITE = "bookworm"
 # The container's Python must match the wheels fetched on the host: bookworm ships CPython 3.11.
@@ -207,7 +208,7 @@ def _run_streaming(cmd: list[str], progress: Progress) -> None:
     for line in proc.stdout or ():
         line = line.rstrip()
         tail = (tail + [line])[-15:]
-        progress(line)
+        progress(DETAIL + line)
     if proc.wait() != 0:
         raise ImageError(f"{cmd[0]} failed (exit {proc.returncode}):\n" + "\n".join(tail))
 
@@ -420,7 +421,7 @@ def _docker_build(
                 log.append(text)
                 for line in text.splitlines():
                     if line.strip():
-                        progress(f"{name}: {line.strip()}")
+                        progress(f"{DETAIL}{name}: {line.strip()}")
     except APIError as exc:
         raise ImageError(f"building {tag} failed: {exc}") from exc
 
@@ -494,10 +495,10 @@ def remove_images(client: Any, tags: Sequence[str], progress: Progress = _quiet)
             progress(f"kept {tag}: {str(exc).splitlines()[0]}")
 
 
-def describe(client: Any) -> io.StringIO:
-    """A plain-text listing of labctl's images (name, tag, size) for `labctl image list`."""
-    out = io.StringIO()
-    for image in sorted(client.images.list(filters={"label": LABEL_IMAGE}), key=lambda i: i.tags):
+def describe(client: Any) -> list[tuple[str, str]]:
+    """(tag, size) of every labctl image, for `labctl image list`."""
+    rows = []
+    for image in client.images.list(filters={"label": LABEL_IMAGE}):
         for tag in image.tags:
-            out.write(f"{tag}\t{image.attrs.get('Size', 0) / 1e6:.0f} MB\n")
-    return out
+            rows.append((tag, f"{image.attrs.get('Size', 0) / 1e6:.0f} MB"))
+    return sorted(rows)
