@@ -238,5 +238,11 @@ def _root(
     pass
 
 
+# --- Docker backend commands: image, render compose, logs (issue 6; code in labctl/backends/docker_cli.py) ---
+from labctl.backends.docker_cli import register as _register_docker_commands  # noqa: E402
+
+_register_docker_commands(app)
+
+
 def main() -> None:
     app()
