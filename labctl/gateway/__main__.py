@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     p_run = sub.add_parser("run", help="run the gateway in the foreground")
     p_run.add_argument("--config", required=True)
     p_run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p_run.add_argument("--state-dir", help="where the control socket and key tables go (overrides the config)")
     p_ctl = sub.add_parser("ctl", help="talk to a running gateway over its control socket")
     p_ctl.add_argument("--config", help="the gateway's configuration (to find its control socket)")
     p_ctl.add_argument("--socket", help="the control socket path")
@@ -68,6 +69,11 @@ def main(argv: list[str] | None = None) -> int:
         print(_summary(cfg))
         print("configuration OK")
         return 0
+    if getattr(ns, "state_dir", None):
+        from dataclasses import replace
+        from pathlib import Path
+
+        cfg = replace(cfg, state_dir=Path(ns.state_dir))
     logging.basicConfig(
         level=getattr(logging, ns.log_level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -359,6 +359,23 @@ def parse_config(data: object) -> GatewayConfig:
     return cfg
 
 
+def _resolved(cfg: GatewayConfig, base: Path) -> GatewayConfig:
+    """Relative paths in the file (state_dir, certificates) are relative to the file's own directory."""
+    from dataclasses import replace
+
+    def fix(path: str) -> str:
+        return path if Path(path).is_absolute() else str(base / path)
+
+    conns = tuple(
+        replace(c, auth=replace(c.auth, key=fix(c.auth.key), cert=fix(c.auth.cert), ca=tuple(map(fix, c.auth.ca))))
+        if c.auth.method == "pubkey"
+        else c
+        for c in cfg.connections
+    )
+    state_dir = cfg.state_dir if cfg.state_dir.is_absolute() else base / cfg.state_dir
+    return replace(cfg, state_dir=state_dir.resolve(), connections=conns)
+
+
 def load_config(path: str | Path) -> GatewayConfig:
     p = Path(path)
     try:
@@ -370,6 +387,6 @@ def load_config(path: str | Path) -> GatewayConfig:
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{p}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}") from None
     try:
-        return parse_config(data)
+        return _resolved(parse_config(data), p.resolve().parent)
     except ConfigError as exc:
         raise ConfigError(f"{p}: {exc}") from None
