@@ -123,7 +123,9 @@ class Ikev1Engine:
             self._new_responder(data, header, src, dst, now)
             return
         sa = slot.sa
-        if header.rcookie != sa.rcookie and not (sa.initiator and sa.rcookie == bytes(8)):
+        # A retransmitted MM1/AM1 still has a zero responder cookie; the SA answers it from its cache.
+        if header.rcookie != sa.rcookie and not (sa.initiator and sa.rcookie == bytes(8)) and not (
+                not sa.initiator and header.rcookie == bytes(8) and data == sa.last_received):
             self.counters["dropped"] += 1
             return
         if header.message_id == 0 and header.exchange in (ExchangeType.MAIN, ExchangeType.AGGRESSIVE):
@@ -195,7 +197,7 @@ class Ikev1Engine:
             sa = slot.sa
             if sa.retransmit.deadline is not None:
                 deadlines.append(sa.retransmit.deadline)
-            if not sa.established:
+            if not sa.established and not sa.initiator:
                 deadlines.append(sa.created + HALF_OPEN_TIMEOUT)
             elif sa.established_at is not None:
                 deadlines.append(sa.established_at + sa.lifetime)
@@ -317,6 +319,8 @@ class Ikev1Engine:
         local = (conn.local_addr, conn.local_port)
         remote = (conn.remote_addr, conn.remote_port)
         sa = IsakmpSa(conn, True, self._rng(8), local, remote, now, self._rng)
+        sa.send_initial_contact = not any(s.sa.conn.name == conn.name and s.sa.established
+                                          for s in self._slots.values())
         slot = _SaSlot(sa)
         self._slots[(sa.icookie, remote[0])] = slot
         if rekey:
@@ -395,7 +399,8 @@ class Ikev1Engine:
             self._remove_sa(slot, None)
             return
         if not sa.established:
-            if now >= sa.created + HALF_OPEN_TIMEOUT:
+            # Our own attempts end with their retransmissions; a responder's wait is bounded here.
+            if not sa.initiator and now >= sa.created + HALF_OPEN_TIMEOUT:
                 self._events.append(ExchangeFailed(sa.conn.name, "phase 1 did not complete in time"))
                 self._remove_sa(slot, None)
             return

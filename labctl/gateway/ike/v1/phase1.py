@@ -144,6 +144,7 @@ class IsakmpSa:
     events: list[Event] = field(default_factory=list)
     drops: int = 0
     replaced: bool = False  # a newer ISAKMP SA of the same connection took over
+    send_initial_contact: bool = True  # not when rekeying: the peer would drop the SAs we keep
     _dh: dh.DhPrivate | None = None
     _gxi: bytes = b""
     _gxr: bytes = b""
@@ -452,8 +453,7 @@ class IsakmpSa:
         self._derive_keys()
         self.local_id_payload = self._local_id()
         payloads: list[Payload] = [self.local_id_payload, *self._auth_payloads()]
-        payloads.append(NotifyPayload(notify_type=NotifyType.INITIAL_CONTACT, protocol=ProtocolId.ISAKMP,
-                                      spi=self.icookie + self.rcookie))
+        payloads += self._initial_contact()
         self.state = MM_I5
         self._float_ports()
         return self._send(self._encrypted(ExchangeType.MAIN, payloads), now, True)
@@ -555,6 +555,13 @@ class IsakmpSa:
         self._establish(now)
         return self._send(reply, now, False)
 
+    def _initial_contact(self) -> list[Payload]:
+        # RFC 2407 §4.6.3.3: tells the peer to drop whatever it still holds from an earlier us.
+        if not self.send_initial_contact:
+            return []
+        return [NotifyPayload(notify_type=NotifyType.INITIAL_CONTACT, protocol=ProtocolId.ISAKMP,
+                              spi=self.icookie + self.rcookie)]
+
     def _read_initial_contact(self, msg: Message) -> None:
         for n in msg.all(NotifyPayload):
             if n.notify_type == NotifyType.INITIAL_CONTACT:
@@ -577,8 +584,7 @@ class IsakmpSa:
         self._verify_peer(msg)
         # RFC 2409 §5: the third message is not encrypted (strongSwan sends it in clear as well).
         payloads: list[Payload] = [*self._auth_payloads(), *self._nat_d_payloads()]
-        payloads.append(NotifyPayload(notify_type=NotifyType.INITIAL_CONTACT, protocol=ProtocolId.ISAKMP,
-                                      spi=self.icookie + self.rcookie))
+        payloads += self._initial_contact()
         reply = self._plain(ExchangeType.AGGRESSIVE, payloads)
         self._establish(now)
         self._float_ports()

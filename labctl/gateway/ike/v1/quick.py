@@ -176,7 +176,7 @@ class QuickMode:
         oas = [p for p in msg.payloads if isinstance(p, NatOaPayload) and len(p.data) == 4]
         if len(oas) >= 2:
             oai, oar = (str(ipaddress.IPv4Address(p.data)) for p in oas[:2])
-            self._nat_oa = (oar, oai) if self.initiator else (oai, oar)
+            self._nat_oa = (oai, oar) if self.initiator else (oar, oai)
 
     def _ke_payloads(self, group: int | None) -> list[Payload]:
         if not group:
