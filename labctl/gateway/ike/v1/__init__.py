@@ -1,0 +1,55 @@
+"""IKEv1 (RFC 2407, 2408, 2409; NAT-T RFC 3947; DPD RFC 3706) as a sans-I/O core.
+
+The daemon drives it exactly like the IKEv2 engine::
+
+    engine = Ikev1Engine(connections: list[Ikev1ConnectionConfig], rng=os.urandom)
+    engine.receive_datagram(data, src=(addr, port), dst=(addr, port), now)
+    engine.initiate(name, now)            # phase 1, then Quick Mode for children with start_action != none
+    engine.acquire(name, now, child=None) # trap hit: negotiate the child if it is not up
+    engine.terminate(name, now)           # delete IPsec SAs and the ISAKMP SA, telling the peer
+    engine.rekey(name, now, child=None, isakmp=False)
+    engine.datagrams_to_send(now) -> list[(bytes, src, dst)]
+    engine.get_timer() -> float | None;   engine.handle_timer(now)
+    engine.next_event() -> Event | None   # see events.py
+    engine.status() -> {"isakmp_sas": [...], "ipsec_sas": [...], "counters": {...}}
+    engine.ikev1_decryption_table_lines() -> ["<icookie hex>,<encryption key hex>", ...]
+
+Port 4500: datagrams are passed in and out *with* the 4-byte non-ESP marker (RFC 3948 §2.2); the
+engine strips it, ignores NAT keepalives (0xFF) and counts ESP-in-UDP as "not_ike". Outgoing
+datagrams whose source or destination port is 4500 already carry the marker.
+
+Modules: constants (numbers), codec (payloads, raw bytes kept), crypto (SKEYID family, Appendix B,
+KEYMAT, IVs), protect (CBC with IV chaining per message id), proposals, identity (IDs and traffic
+selectors), auth (RSA signatures, certificates), phase1 (Main/Aggressive Mode), quick (Quick Mode,
+informational hashes), engine, events, config.
+"""
+
+from labctl.gateway.ike.v1.config import Ikev1ChildConfig, Ikev1ConnectionConfig, from_connection_config
+from labctl.gateway.ike.v1.engine import Ikev1Engine
+from labctl.gateway.ike.v1.events import (
+    Event,
+    ExchangeFailed,
+    IpsecSaDeleted,
+    IpsecSaEstablished,
+    IsakmpSaDeleted,
+    IsakmpSaEstablished,
+    PeerDead,
+    SaKeys,
+    SecurityWarning,
+)
+
+__all__ = [
+    "Event",
+    "ExchangeFailed",
+    "Ikev1ChildConfig",
+    "Ikev1ConnectionConfig",
+    "Ikev1Engine",
+    "IpsecSaDeleted",
+    "IpsecSaEstablished",
+    "IsakmpSaDeleted",
+    "IsakmpSaEstablished",
+    "PeerDead",
+    "SaKeys",
+    "SecurityWarning",
+    "from_connection_config",
+]

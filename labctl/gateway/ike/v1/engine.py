@@ -18,7 +18,6 @@ from labctl.gateway.ike.v1.codec import (
     DeletePayload,
     Header,
     NotifyPayload,
-    Payload,
     decode_message,
 )
 from labctl.gateway.ike.v1.config import Ikev1ChildConfig, Ikev1ConnectionConfig
@@ -672,4 +671,4 @@ class Ikev1Engine:
         sa.events.clear()
 
 
-__all__ = ["ChildSa", "Ikev1Engine", "Payload"]
+__all__ = ["ChildSa", "Ikev1Engine"]
