@@ -50,16 +50,14 @@ class NullCipher(EspCipher):
         return data
 
 
-class AesGcm16(EspCipher):
-    """RFC 4106: nonce = 4-byte salt || 8-byte explicit IV (§4); AAD = SPI || seq (§5)."""
+class _SaltedAead(EspCipher):
+    """An AEAD from ``cryptography`` whose nonce is the SA's salt followed by the 8-byte explicit IV."""
 
     iv_len = 8
     icv_len = 16
     aead = True
-
-    def __init__(self, keymat: bytes) -> None:
-        self._aead = AESGCM(keymat[:-4])
-        self._salt = keymat[-4:]
+    _aead: AESGCM | AESCCM | ChaCha20Poly1305
+    _salt: bytes
 
     def encrypt(self, iv: bytes, aad: bytes, plaintext: bytes) -> bytes:
         return self._aead.encrypt(self._salt + iv, plaintext, aad)
@@ -69,6 +67,14 @@ class AesGcm16(EspCipher):
             return self._aead.decrypt(self._salt + iv, data, aad)
         except InvalidTag:
             return None
+
+
+class AesGcm16(_SaltedAead):
+    """RFC 4106: nonce = 4-byte salt || 8-byte explicit IV (§4); AAD = SPI || seq (§5)."""
+
+    def __init__(self, keymat: bytes) -> None:
+        self._aead = AESGCM(keymat[:-4])
+        self._salt = keymat[-4:]
 
 
 class AesGcmShort(EspCipher):
@@ -102,46 +108,21 @@ class AesGcmShort(EspCipher):
             return None
 
 
-class AesCcm(EspCipher):
+class AesCcm(_SaltedAead):
     """RFC 4309: nonce = 3-byte salt || 8-byte IV (§4); AAD as in RFC 4106 (§5)."""
-
-    iv_len = 8
-    aead = True
 
     def __init__(self, keymat: bytes, icv_len: int) -> None:
         self._aead = AESCCM(keymat[:-3], tag_length=icv_len)
         self._salt = keymat[-3:]
         self.icv_len = icv_len
 
-    def encrypt(self, iv: bytes, aad: bytes, plaintext: bytes) -> bytes:
-        return self._aead.encrypt(self._salt + iv, plaintext, aad)
 
-    def decrypt(self, iv: bytes, aad: bytes, data: bytes) -> bytes | None:
-        try:
-            return self._aead.decrypt(self._salt + iv, data, aad)
-        except InvalidTag:
-            return None
-
-
-class ChaChaPoly(EspCipher):
+class ChaChaPoly(_SaltedAead):
     """RFC 7634 §2: 32-byte key || 4-byte salt; nonce = salt || 8-byte IV; AAD as RFC 4106 (§2.1)."""
-
-    iv_len = 8
-    icv_len = 16
-    aead = True
 
     def __init__(self, keymat: bytes) -> None:
         self._aead = ChaCha20Poly1305(keymat[:32])
         self._salt = keymat[32:36]
-
-    def encrypt(self, iv: bytes, aad: bytes, plaintext: bytes) -> bytes:
-        return self._aead.encrypt(self._salt + iv, plaintext, aad)
-
-    def decrypt(self, iv: bytes, aad: bytes, data: bytes) -> bytes | None:
-        try:
-            return self._aead.decrypt(self._salt + iv, data, aad)
-        except InvalidTag:
-            return None
 
 
 class CbcCipher(EspCipher):
