@@ -219,7 +219,7 @@ def test_forced_encapsulation_moves_to_4500_with_marker() -> None:
     assert ea.encap == (4500, 4500) and eb.encap == (4500, 4500)
     assert p.of("b", IsakmpSaEstablished)[0].nat_remote  # the peer sees us "behind a NAT"
     mm5 = p.wire[4]
-    assert mm5[1][1] == 4500 and mm5[0][:4] == bytes(4)
+    assert mm5[1] == (A_ADDR, 4500) and mm5[2] == (B_ADDR, 4500) and mm5[0][:8] == p.wire[0][0][:8]
     assert all(d[1][1] == 500 for d in p.wire[:4])
 
 
@@ -306,7 +306,7 @@ def test_phase1_rekey_keeps_ipsec_sas() -> None:
     assert not p.of("a", IpsecSaDeleted) and not p.of("b", IpsecSaDeleted)
     assert len(p.a.status()["isakmp_sas"]) == 1 and len(p.b.status()["isakmp_sas"]) == 1
     # A later Quick Mode runs under the new ISAKMP SA.
-    p.a.rekey("gw", p.now, child="net")
+    p.a.rekey("gw", "net", p.now)
     p.exchange()
     assert len(p.of("b", IpsecSaEstablished)) == 2
 
@@ -424,3 +424,18 @@ def test_mutated_messages_never_raise() -> None:
             p.a.receive_datagram(cut, d[1], d[2], p.now)
     p.drain()
     assert len(p.b.status()["ipsec_sas"]) >= 1
+
+
+def test_start_and_volume_limit_rekey_and_hard_delete() -> None:
+    p = Pair(*configs())
+    p.a.start(0.0)
+    p.exchange()
+    first = p.of("a", IpsecSaEstablished)[0]
+    p.a.sa_limit_reached(first.outbound.spi, p.now)  # soft: rekey
+    p.exchange()
+    second = p.of("a", IpsecSaEstablished)[1]
+    assert second.replaces_inbound_spi == first.inbound.spi
+    p.b.sa_limit_reached(second.outbound.spi, p.now, hard=True)  # hard: delete on both sides
+    p.exchange()
+    assert p.a.status()["ipsec_sas"] == [] and p.b.status()["ipsec_sas"] == []
+    assert p.of("b", IpsecSaDeleted)[-1].reason == "volume limit reached"

@@ -4,19 +4,20 @@ The daemon drives it exactly like the IKEv2 engine::
 
     engine = Ikev1Engine(connections: list[Ikev1ConnectionConfig], rng=os.urandom)
     engine.receive_datagram(data, src=(addr, port), dst=(addr, port), now)
-    engine.initiate(name, now)            # phase 1, then Quick Mode for children with start_action != none
-    engine.acquire(name, now, child=None) # trap hit: negotiate the child if it is not up
+    engine.start(now)                     # initiate connections with a child whose start_action is start
+    engine.initiate(name, now, child=None) # phase 1, then Quick Mode for the child(ren) not yet up
+    engine.acquire(name, child, now)      # trap hit: negotiate the child if it is not up
     engine.terminate(name, now)           # delete IPsec SAs and the ISAKMP SA, telling the peer
-    engine.rekey(name, now, child=None, isakmp=False)
+    engine.rekey(name, what, now)         # what: "ike" | "child" (all) | a child name
+    engine.sa_limit_reached(spi, now, hard=False)
     engine.datagrams_to_send(now) -> list[(bytes, src, dst)]
     engine.get_timer() -> float | None;   engine.handle_timer(now)
     engine.next_event() -> Event | None   # see events.py
     engine.status() -> {"isakmp_sas": [...], "ipsec_sas": [...], "counters": {...}}
     engine.ikev1_decryption_table_lines() -> ["<icookie hex>,<encryption key hex>", ...]
 
-Port 4500: datagrams are passed in and out *with* the 4-byte non-ESP marker (RFC 3948 §2.2); the
-engine strips it, ignores NAT keepalives (0xFF) and counts ESP-in-UDP as "not_ike". Outgoing
-datagrams whose source or destination port is 4500 already carry the marker.
+Port 4500, as for IKEv2: the daemon strips the 4-byte non-ESP marker (RFC 3948 §2.2) before
+`receive_datagram` and prepends it to every datagram whose source port is 4500.
 
 Modules: constants (numbers), codec (payloads, raw bytes kept), crypto (SKEYID family, Appendix B,
 KEYMAT, IVs), protect (CBC with IV chaining per message id), proposals, identity (IDs and traffic

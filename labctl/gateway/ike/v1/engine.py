@@ -23,7 +23,6 @@ from labctl.gateway.ike.v1.codec import (
 from labctl.gateway.ike.v1.config import Ikev1ChildConfig, Ikev1ConnectionConfig
 from labctl.gateway.ike.v1.constants import (
     NATT_PORT,
-    NON_ESP_MARKER,
     ExchangeType,
     NotifyType,
     ProtocolId,
@@ -98,20 +97,16 @@ class Ikev1Engine:
         self._pending: dict[str, list[tuple[Ikev1ChildConfig, int | None]]] = {}
         self._out: list[tuple[bytes, Endpoint, Endpoint]] = []
         self._events: deque[Event] = deque()
-        self.counters: dict[str, int] = {"dropped": 0, "keepalives": 0, "not_ike": 0}
+        self.counters: dict[str, int] = {"dropped": 0, "keepalives": 0}
 
     # ================================================================ the daemon's surface
 
     def receive_datagram(self, data: bytes, src: Endpoint, dst: Endpoint, now: float) -> None:
-        """A UDP datagram for port 500 or 4500 (on 4500 with its non-ESP marker, RFC 3948 §2.2)."""
-        if NATT_PORT in (src[1], dst[1]):
-            if data == b"\xff":
-                self.counters["keepalives"] += 1  # RFC 3948 §2.3 NAT keepalive
-                return
-            if data[:4] != NON_ESP_MARKER:
-                self.counters["not_ike"] += 1  # ESP-in-UDP belongs to the data plane
-                return
-            data = data[4:]
+        """One IKE message. On port 4500 the daemon strips the non-ESP marker first (RFC 3948 §2.2), as
+        for IKEv2; NAT keepalives and ESP-in-UDP belong to the data plane and are only counted here."""
+        if data == b"\xff":
+            self.counters["keepalives"] += 1  # RFC 3948 §2.3
+            return
         try:
             header = Header.decode(data)
         except DecodeError:
@@ -143,24 +138,27 @@ class Ikev1Engine:
         else:
             self.counters["dropped"] += 1
 
-    def initiate(self, name: str, now: float) -> None:
-        """Bring up the connection's ISAKMP SA and every child with start_action start or trap."""
+    def start(self, now: float) -> None:
+        """Initiate every connection that has a child with start_action ``start``."""
+        for conn in self._conns.values():
+            if any(c.start_action == "start" for c in conn.children):
+                self.initiate(conn.name, now)
+
+    def initiate(self, name: str, now: float, child: str | None = None) -> None:
+        """Bring up the connection's ISAKMP SA and the named child (default: every child not yet up)."""
         conn = self._conns[name]
-        for child in conn.children:
-            if child.start_action != "none":
-                self._want_child(conn, child, None, now)
         if not conn.children:
             self._ensure_phase1(conn, now)
-
-    def acquire(self, name: str, now: float, child: str | None = None) -> None:
-        """A packet hit a trap policy: negotiate the child (or all children) if not up already."""
-        conn = self._conns[name]
         for c in conn.children:
             if child is not None and c.name != child:
                 continue
             if any(ch.connection == name and ch.result.child == c.name for ch in self._children):
                 continue
             self._want_child(conn, c, None, now)
+
+    def acquire(self, name: str, child: str | None, now: float) -> None:
+        """A packet hit a trap policy without an SA: negotiate that child (and phase 1 if needed)."""
+        self.initiate(name, now, child)
 
     def terminate(self, name: str, now: float) -> None:
         """Delete every IPsec SA and ISAKMP SA of the connection, telling the peer (RFC 2408 §3.15)."""
@@ -173,15 +171,25 @@ class Ikev1Engine:
             self._remove_sa(s, "terminated locally")
         self._pending.pop(name, None)
 
-    def rekey(self, name: str, now: float, child: str | None = None, isakmp: bool = False) -> None:
-        """Rekey one child (by name), every child, or (isakmp=True) the ISAKMP SA, now."""
+    def rekey(self, name: str, what: str, now: float) -> None:
+        """``what``: ``ike`` (the ISAKMP SA), a child name, or ``child`` for every child (as for IKEv2)."""
         conn = self._conns[name]
-        if isakmp:
+        if what == "ike":
             self._start_phase1(conn, now, rekey=True)
             return
         for ch in [c for c in self._children if c.connection == name]:
-            if child is None or ch.result.child == child:
+            if what in ("child", ch.result.child) and not ch.rekeying:
                 self._rekey_child(conn, ch, now)
+
+    def sa_limit_reached(self, spi: int, now: float, hard: bool = False) -> None:
+        """The data plane reports an IPsec SA near (soft: rekey) or past (hard: delete) its volume limit."""
+        for ch in list(self._children):
+            if spi in (ch.inbound_spi, ch.outbound_spi):
+                if hard:
+                    self._delete_child(ch, "volume limit reached", self._current_slot(ch.connection), now)
+                elif not ch.rekeying:
+                    self._rekey_child(self._conns[ch.connection], ch, now)
+                return
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Endpoint, Endpoint]]:
         out, self._out = self._out, []
@@ -662,8 +670,7 @@ class Ikev1Engine:
             sa.local = (sa.local[0], dst[1])
 
     def _send(self, sa: IsakmpSa, message: bytes) -> None:
-        if NATT_PORT in (sa.local[1], sa.remote[1]):
-            message = NON_ESP_MARKER + message  # RFC 3947 §4: IKE on 4500 carries the non-ESP marker
+        # From port 4500 the daemon prepends the non-ESP marker (RFC 3947 §4, RFC 3948 §2.2).
         self._out.append((message, sa.local, sa.remote))
 
     def _collect(self, sa: IsakmpSa) -> None:
