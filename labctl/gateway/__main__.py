@@ -74,10 +74,9 @@ def main(argv: list[str] | None = None) -> int:
         from pathlib import Path
 
         cfg = replace(cfg, state_dir=Path(ns.state_dir))
-    logging.basicConfig(
-        level=getattr(logging, ns.log_level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # --log-level is about our own messages; library chatter (pyroute2's netlink dumps) stays at INFO.
+    logging.getLogger("labctl").setLevel(getattr(logging, ns.log_level.upper()))
     from labctl.gateway.daemon import run
 
     return run(cfg)

@@ -29,7 +29,91 @@ def _read(path: str) -> bytes:
     return Path(path).read_bytes()
 
 
-def make_v2_engine(conns: list[ConnectionConfig], rng: Callable[[int], bytes]) -> Any:
+class Driver:
+    """One IKE engine behind the calls the gateway makes, whatever the IKE version's own signatures are."""
+
+    version = 0
+    table = ""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+
+    def receive_datagram(self, data: bytes, src: tuple[str, int], dst: tuple[str, int], now: float) -> None:
+        self.engine.receive_datagram(data, src, dst, now)
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, tuple[str, int], tuple[str, int]]]:
+        out: list[tuple[bytes, tuple[str, int], tuple[str, int]]] = self.engine.datagrams_to_send(now)
+        return out
+
+    def get_timer(self) -> float | None:
+        t: float | None = self.engine.get_timer()
+        return t
+
+    def handle_timer(self, now: float) -> None:
+        self.engine.handle_timer(now)
+
+    def next_event(self) -> Any:
+        return self.engine.next_event()
+
+    def status(self) -> Any:
+        return self.engine.status()
+
+    def initiate(self, conn: str, now: float) -> None:
+        self.engine.initiate(conn, now)
+
+    def terminate(self, conn: str, now: float) -> None:
+        self.engine.terminate(conn, now)
+
+    def acquire(self, conn: str, child: str, now: float) -> None:
+        raise NotImplementedError
+
+    def rekey_child(self, conn: str, child: str, now: float) -> None:
+        raise NotImplementedError
+
+    def rekey_ike(self, conn: str, now: float) -> None:
+        raise NotImplementedError
+
+    def key_table(self) -> list[str]:
+        raise NotImplementedError
+
+
+class V2Driver(Driver):
+    version = 2
+    table = "ikev2_decryption_table"
+
+    def acquire(self, conn: str, child: str, now: float) -> None:
+        self.engine.acquire(conn, child, now)
+
+    def rekey_child(self, conn: str, child: str, now: float) -> None:
+        self.engine.rekey(conn, child, now)
+
+    def rekey_ike(self, conn: str, now: float) -> None:
+        self.engine.rekey(conn, "ike", now)
+
+    def key_table(self) -> list[str]:
+        lines: list[str] = self.engine.ikev2_decryption_table_lines()
+        return lines
+
+
+class V1Driver(Driver):
+    version = 1
+    table = "ikev1_decryption_table"
+
+    def acquire(self, conn: str, child: str, now: float) -> None:
+        self.engine.acquire(conn, now, child)
+
+    def rekey_child(self, conn: str, child: str, now: float) -> None:
+        self.engine.rekey(conn, now, child)
+
+    def rekey_ike(self, conn: str, now: float) -> None:
+        self.engine.rekey(conn, now, isakmp=True)
+
+    def key_table(self) -> list[str]:
+        lines: list[str] = self.engine.ikev1_decryption_table_lines()
+        return lines
+
+
+def make_v2_engine(conns: list[ConnectionConfig], rng: Callable[[int], bytes]) -> Driver:
     from labctl.gateway.ike.v2.config import ChildConfig as V2Child
     from labctl.gateway.ike.v2.config import ConnectionConfig as V2Conn
     from labctl.gateway.ike.v2.engine import Ikev2Engine
@@ -62,10 +146,10 @@ def make_v2_engine(conns: list[ConnectionConfig], rng: Callable[[int], bytes]) -
             dpd_delay=c.dpd_delay, dpd_timeout=c.dpd_timeout, dpd_action=c.dpd_action, encap=c.encap,
             rekey_time=c.rekey_time,
         ))
-    return Ikev2Engine(out, rng=rng)
+    return V2Driver(Ikev2Engine(out, rng=rng))
 
 
-def make_v1_engine(conns: list[ConnectionConfig], rng: Callable[[int], bytes]) -> Any:
+def make_v1_engine(conns: list[ConnectionConfig], rng: Callable[[int], bytes]) -> Driver:
     from labctl.gateway.ike.v1.config import Ikev1ChildConfig, Ikev1ConnectionConfig
     from labctl.gateway.ike.v1.engine import Ikev1Engine
 
@@ -96,7 +180,7 @@ def make_v1_engine(conns: list[ConnectionConfig], rng: Callable[[int], bytes]) -
             proposals=c.proposals, children=tuple(children), lifetime=c.rekey_time * 1.1, encap=c.encap,
             dpd_delay=c.dpd_delay, dpd_timeout=c.dpd_timeout, dpd_action=c.dpd_action, allow_legacy=c.allow_legacy,
         ))
-    return Ikev1Engine(out, rng=rng)
+    return V1Driver(Ikev1Engine(out, rng=rng))
 
 
 def _install(

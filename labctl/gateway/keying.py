@@ -11,7 +11,7 @@ import logging
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from labctl.gateway.config import ConnectionConfig, GatewayConfig, ManualKeys, ManualTunnel
 from labctl.gateway.ipsec.dataplane import DataPlane
@@ -19,19 +19,13 @@ from labctl.gateway.ipsec.events import Acquire, HardExpired, SeqExhausted, Soft
 from labctl.gateway.ipsec.sad import Lifetime, SaParams
 from labctl.gateway.ipsec.spd import Policy
 
+if TYPE_CHECKING:
+    from labctl.gateway.ike_adapter import Driver
+
 log = logging.getLogger("labctl.gateway.keying")
 
 NATT_PORT = 4500
 NAT_KEEPALIVE_INTERVAL = 20.0  # RFC 3948 §2.3 suggests 20 s
-
-
-class Engine(Protocol):
-    def receive_datagram(self, data: bytes, src: tuple[str, int], dst: tuple[str, int], now: float) -> None: ...
-    def datagrams_to_send(self, now: float) -> list[tuple[bytes, tuple[str, int], tuple[str, int]]]: ...
-    def get_timer(self) -> float | None: ...
-    def handle_timer(self, now: float) -> None: ...
-    def next_event(self) -> Any: ...
-    def status(self) -> Any: ...
 
 
 @dataclass
@@ -73,7 +67,7 @@ class Keying:
         self.rng = rng
         self.dataplane = DataPlane(rng=rng)
         self.bindings: list[Binding] = []
-        self.engines: dict[int, Engine] = {}
+        self.engines: dict[int, Driver] = {}
         self.events_log: list[str] = []
         self.ike_status_extra: dict[str, Any] = {}
         self._last_keepalive = 0.0
@@ -128,11 +122,11 @@ class Keying:
             self.engines[1] = make_v1_engine(v1, self.rng)
         for c in self.cfg.connections:
             if any(ch.start_action == "start" for ch in c.children):
-                self._engine_call(c.version, "initiate", c.name, now)
+                self.engines[c.version].initiate(c.name, now)
 
     def stop(self, now: float) -> None:
         for c in self.cfg.connections:
-            self._engine_call(c.version, "terminate", c.name, now)
+            self.engines[c.version].terminate(c.name, now)
 
     def _install_manual(self, t: ManualTunnel, b: Binding, now: float) -> None:
         encap = (NATT_PORT, NATT_PORT) if t.encap else None
@@ -146,13 +140,6 @@ class Keying:
         b.state = "installed"
 
     # --- IKE plumbing --------------------------------------------------------------------------------------
-    def _engine_call(self, version: int, what: str, name: str, now: float, *args: Any) -> bool:
-        engine = self.engines.get(version)
-        if engine is None:
-            return False
-        getattr(engine, what)(name, now, *args) if not args else getattr(engine, what)(name, *args, now)
-        return True
-
     def receive_ike(self, data: bytes, src: tuple[str, int], dst: tuple[str, int], now: float) -> None:
         # RFC 7296 §3.1 / RFC 2408 §3.1: the major version is the high nibble of byte 17.
         if len(data) < 28:
@@ -207,12 +194,12 @@ class Keying:
             if isinstance(ev, Acquire):
                 b = self._binding(ev.reqid)
                 if b is not None and b.version and b.start_action == "trap" and b.state != "installed":
-                    self._engine_call(b.version, "acquire", b.conn, now)
+                    self.engines[b.version].acquire(b.conn, b.child, now)
             elif isinstance(ev, SoftExpired | SeqExhausted):
                 b = self._binding(ev.reqid)
                 if b is not None and b.version:
                     # RFC 4301 §4.4.2.1: a soft lifetime (or a sequence number about to wrap) asks for a new SA.
-                    self._engine_call(b.version, "rekey", b.conn, now, b.child)
+                    self.engines[b.version].rekey_child(b.conn, b.child, now)
             elif isinstance(ev, HardExpired):
                 b = self._binding(ev.reqid)
                 if b is not None:
@@ -241,14 +228,17 @@ class Keying:
         if conn is None:
             known = ", ".join(c.name for c in self.cfg.connections) or "none configured"
             return {"ok": False, "error": f"no IKE connection named {name!r} (known: {known})"}
+        engine = self.engines[conn.version]
         if cmd == "rekey":
             if what == "ike":
-                self._engine_call(conn.version, "rekey_ike", name, now)
+                engine.rekey_ike(name, now)
             else:
                 for ch in conn.children:
-                    self._engine_call(conn.version, "rekey", name, now, ch.name)
+                    engine.rekey_child(name, ch.name, now)
+        elif cmd == "initiate":
+            engine.initiate(name, now)
         else:
-            self._engine_call(conn.version, cmd, name, now)
+            engine.terminate(name, now)
         return {"ok": True}
 
     def status(self) -> dict[str, Any]:
@@ -276,12 +266,8 @@ class Keying:
 
     def key_tables(self) -> dict[str, list[str]]:
         tables = {"esp_sa": self.dataplane.esp_sa_uat_lines()}
-        v2 = self.engines.get(2)
-        if v2 is not None:
-            tables["ikev2_decryption_table"] = v2.ikev2_decryption_table_lines()  # type: ignore[attr-defined]
-        v1 = self.engines.get(1)
-        if v1 is not None:
-            tables["ikev1_decryption_table"] = v1.ikev1_decryption_table_lines()  # type: ignore[attr-defined]
+        for engine in self.engines.values():
+            tables[engine.table] = engine.key_table()
         return tables
 
 
