@@ -30,13 +30,12 @@ def _read(path: str) -> bytes:
 
 
 class Driver:
-    """One IKE engine behind the calls the gateway makes, whatever the IKE version's own signatures are."""
+    """One IKE engine (IKEv1 or IKEv2: both expose the same driver surface) plus its Wireshark key table."""
 
-    version = 0
-    table = ""
-
-    def __init__(self, engine: Any) -> None:
+    def __init__(self, engine: Any, version: int) -> None:
         self.engine = engine
+        self.version = version
+        self.table = f"ikev{version}_decryption_table"
 
     def receive_datagram(self, data: bytes, src: tuple[str, int], dst: tuple[str, int], now: float) -> None:
         self.engine.receive_datagram(data, src, dst, now)
@@ -65,23 +64,6 @@ class Driver:
         self.engine.terminate(conn, now)
 
     def acquire(self, conn: str, child: str, now: float) -> None:
-        raise NotImplementedError
-
-    def rekey_child(self, conn: str, child: str, now: float) -> None:
-        raise NotImplementedError
-
-    def rekey_ike(self, conn: str, now: float) -> None:
-        raise NotImplementedError
-
-    def key_table(self) -> list[str]:
-        raise NotImplementedError
-
-
-class V2Driver(Driver):
-    version = 2
-    table = "ikev2_decryption_table"
-
-    def acquire(self, conn: str, child: str, now: float) -> None:
         self.engine.acquire(conn, child, now)
 
     def rekey_child(self, conn: str, child: str, now: float) -> None:
@@ -91,25 +73,7 @@ class V2Driver(Driver):
         self.engine.rekey(conn, "ike", now)
 
     def key_table(self) -> list[str]:
-        lines: list[str] = self.engine.ikev2_decryption_table_lines()
-        return lines
-
-
-class V1Driver(Driver):
-    version = 1
-    table = "ikev1_decryption_table"
-
-    def acquire(self, conn: str, child: str, now: float) -> None:
-        self.engine.acquire(conn, now, child)
-
-    def rekey_child(self, conn: str, child: str, now: float) -> None:
-        self.engine.rekey(conn, now, child)
-
-    def rekey_ike(self, conn: str, now: float) -> None:
-        self.engine.rekey(conn, now, isakmp=True)
-
-    def key_table(self) -> list[str]:
-        lines: list[str] = self.engine.ikev1_decryption_table_lines()
+        lines: list[str] = getattr(self.engine, f"{self.table}_lines")()
         return lines
 
 
@@ -146,7 +110,7 @@ def make_v2_engine(conns: list[ConnectionConfig], rng: Callable[[int], bytes]) -
             dpd_delay=c.dpd_delay, dpd_timeout=c.dpd_timeout, dpd_action=c.dpd_action, encap=c.encap,
             rekey_time=c.rekey_time,
         ))
-    return V2Driver(Ikev2Engine(out, rng=rng))
+    return Driver(Ikev2Engine(out, rng=rng), 2)
 
 
 def make_v1_engine(conns: list[ConnectionConfig], rng: Callable[[int], bytes]) -> Driver:
@@ -180,7 +144,7 @@ def make_v1_engine(conns: list[ConnectionConfig], rng: Callable[[int], bytes]) -
             proposals=c.proposals, children=tuple(children), lifetime=c.rekey_time * 1.1, encap=c.encap,
             dpd_delay=c.dpd_delay, dpd_timeout=c.dpd_timeout, dpd_action=c.dpd_action, allow_legacy=c.allow_legacy,
         ))
-    return V1Driver(Ikev1Engine(out, rng=rng))
+    return Driver(Ikev1Engine(out, rng=rng), 1)
 
 
 def _install(
