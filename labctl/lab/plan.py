@@ -7,7 +7,9 @@ lab's design (names, addresses, routes, sysctls, programs) without root.
 from __future__ import annotations
 
 import ipaddress
+import sys
 
+from labctl.lab.gateway_config import CONFIG_FILE, RenderedGateway, render_gateways
 from labctl.lab.model import InterfacePlan, NetworkPlan, NodePlan, Plan, ProgramPlan, RoutePlan
 from labctl.lab.naming import check_name
 from labctl.topology.model import Interface, Node, Topology
@@ -16,13 +18,18 @@ FORWARDING_KINDS = frozenset({"router", "gateway"})
 
 
 def make_plan(topology: Topology, lab: str | None = None) -> Plan:
-    """The plan for a validated topology; `lab` defaults to the topology's name."""
+    """The plan for a validated topology; `lab` defaults to the topology's name.
+
+    Pure except for one thing: keys and pre-shared keys a tunnel leaves out are generated here (lab
+    material, see `labctl.lab.gateway_config`), so the plan in the state directory is what the gateways use.
+    """
     lab_name = check_name(lab or topology.name)
-    nodes = tuple(_node_plan(topology, name, node) for name, node in topology.nodes.items())
+    gateways = render_gateways(lab_name, topology)
+    nodes = tuple(_node_plan(topology, name, node, gateways.get(name)) for name, node in topology.nodes.items())
     notices = tuple(
         f"gateway {node.name} has no IPsec configured yet: nothing is protected or tunnelled through it"
         for node in nodes
-        if node.kind == "gateway" and node.ipsec is None
+        if node.kind == "gateway" and node.name not in gateways
     )
     return Plan(
         lab=lab_name,
@@ -33,7 +40,7 @@ def make_plan(topology: Topology, lab: str | None = None) -> Plan:
     )
 
 
-def _node_plan(topology: Topology, name: str, node: Node) -> NodePlan:
+def _node_plan(topology: Topology, name: str, node: Node, gateway: RenderedGateway | None) -> NodePlan:
     interfaces = tuple(_interface_plan(topology, index, iface) for index, iface in enumerate(node.interfaces))
     routes: list[RoutePlan] = []
     if node.gateway is not None:
@@ -48,7 +55,7 @@ def _node_plan(topology: Topology, name: str, node: Node) -> NodePlan:
         routes=tuple(routes),
         sysctls=_sysctls(node, has_ipv6=any(i.address6 for i in interfaces)),
         programs=tuple(ProgramPlan(p.name, tuple(p.argv), dict(p.env)) for p in node.programs)
-        + _gateway_programs(name, node),
+        + ((_gateway_program(gateway),) if gateway else ()),
         ipsec=node.ipsec,
     )
 
@@ -78,10 +85,11 @@ def _sysctls(node: Node, has_ipv6: bool) -> dict[str, str]:
     return sysctls
 
 
-def _gateway_programs(name: str, node: Node) -> tuple[ProgramPlan, ...]:
-    """The gateway program for a gateway with an `ipsec:` section.
-
-    The IPsec schema and the rendering of the gateway's config arrive with the IPsec issues; until then a
-    gateway runs nothing (and `make_plan` tells the person so) rather than a program that pretends.
-    """
-    return ()
+def _gateway_program(gateway: RenderedGateway) -> ProgramPlan:
+    """labctl-gateway with its rendered config. The interpreter is the one running labctl (where the gateway
+    package is installed); the Docker backend maps it to the image's python3."""
+    return ProgramPlan(
+        name="gateway",
+        argv=(sys.executable, "-m", "labctl.gateway", "run", "--config", f"{{node_dir}}/{CONFIG_FILE}"),
+        files=(gateway.config_file(), *gateway.files),
+    )

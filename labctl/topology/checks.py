@@ -11,6 +11,7 @@ from ipaddress import IPv4Interface, IPv4Network, IPv6Interface, IPv6Network
 
 from labctl.topology.errors import Issue, Path, format_path
 from labctl.topology.model import Node, Topology
+from labctl.topology.tunnels import check_tunnels
 from labctl.topology.yamlpos import KEY
 
 AnyInterface = IPv4Interface | IPv6Interface
@@ -27,6 +28,7 @@ def check_topology(topology: Topology) -> list[Issue]:
         issues += _check_node(topology, name, node, owners)
     for name, node in topology.nodes.items():
         issues += _check_next_hops(topology, name, node, owners)
+    issues += check_tunnels(topology)
     return issues
 
 

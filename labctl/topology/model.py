@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from labctl.lab.naming import NAME_PATTERN
+from labctl.topology.tunnels import Tunnel
 
 NODE_KINDS = ("host", "router", "gateway")
 
@@ -93,3 +94,5 @@ class Topology(_Strict):
     description: str = ""
     networks: dict[Name, Network] = Field(min_length=1)
     nodes: dict[Name, Node] = Field(min_length=1)
+    tunnels: dict[Name, Tunnel] = Field(default_factory=dict)
+    """IPsec between two nodes (see `labctl.topology.tunnels`); gateways' configs are rendered from them."""

@@ -108,3 +108,18 @@ def test_plan_round_trips_through_its_dict() -> None:
 def test_lab_name_is_checked() -> None:
     with pytest.raises(ValueError, match="invalid lab name 'Bad Name'"):
         make_plan(load_topology(resolve_topology("routed")), "Bad Name")
+
+
+def test_a_tunnel_gives_both_gateways_the_gateway_program() -> None:
+    text = resolve_topology("site-to-site").read_text()
+    plan = make_plan(parse_topology(text + "tunnels:\n  s2s: {left: gw-a, right: gw-b, keying: manual}\n"))
+    assert plan.notices == ()
+    for name in ("gw-a", "gw-b"):
+        (program,) = plan.node(name).programs
+        assert program.name == "gateway"
+        assert program.argv[1:] == ("-m", "labctl.gateway", "run", "--config", "{node_dir}/gateway.json")
+        (config,) = program.files
+        assert config.path == "gateway.json"
+        assert config.mode == 0o600  # it holds the tunnel's keys
+        assert f'"name": "{name}"' in config.content
+    assert plan.node("host-a").programs == ()
