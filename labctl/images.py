@@ -411,7 +411,7 @@ def _docker_build(
     try:
         stream = client.api.build(
             path=str(ctx), tag=tag, labels=labels, buildargs=buildargs, rm=True, forcerm=True, decode=True,
-            pull=False,
+            pull=False, network_mode="none",  # offline by construction: everything comes from the context
         )
         for chunk in stream:
             if "error" in chunk:

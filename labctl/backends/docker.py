@@ -403,7 +403,8 @@ class DockerBackend(Backend):
         if shutil.which("tcpdump") is None:
             raise BackendError("tcpdump is missing; install the tcpdump package to capture")
         bridge = next(spec.bridge for spec in network_specs(plan) if spec.network == network)
-        argv = ["tcpdump", "-n", "-U", "-i", bridge, "-w", str(pcap)]
+        # --immediate-mode: otherwise packets wait in the capture ring and a quick stop loses them.
+        argv = ["tcpdump", "-n", "--immediate-mode", "-U", "-i", bridge, "-w", str(pcap)]
         if bpf_filter:
             argv.append(bpf_filter)
         process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

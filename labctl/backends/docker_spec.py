@@ -139,7 +139,8 @@ def _routes(node: NodePlan) -> str:
 def container_spec(plan: Plan, node: NodePlan) -> ContainerSpec:
     if node.kind not in IMAGE_OF_KIND:
         raise SpecError(f"node {node.name}: kind {node.kind!r} has no Docker image (known: {', '.join(IMAGE_OF_KIND)})")
-    sysctls = dict(node.sysctls)
+    # Containers inherit forwarding from the Docker host (on there): forward only where the plan says so.
+    sysctls = {"net.ipv4.ip_forward": "0", **node.sysctls}
     if any(iface.address6 for iface in node.interfaces):
         # The entry point renames interfaces (down/up), which would drop their IPv6 addresses.
         sysctls["net.ipv6.conf.all.keep_addr_on_down"] = "1"
