@@ -165,6 +165,7 @@ class PppSession:
         self._echo_unanswered = 0
         self._echo_identifier = 0
         self._lcp_identifier = 0
+        self._announced: PppNetworkUp | None = None
 
     def _fsm(
         self,
@@ -404,8 +405,14 @@ class PppSession:
             dns = self.ipcp_client.dns_servers()
         else:
             dns = self.dns
-        if self.address is not None:
-            self.events.append(PppNetworkUp(self.address, self.peer_address, dns))
+        if self.address is None:
+            return
+        up = PppNetworkUp(self.address, self.peer_address, dns)
+        # A lost Configure-Ack makes IPCP renegotiate (RFC 1661 §4.1, Opened + RCR): only a changed
+        # result is news to the layer above.
+        if up != self._announced:
+            self._announced = up
+            self.events.append(up)
 
     # --- keepalive -------------------------------------------------------------------------------
 

@@ -114,7 +114,8 @@ class Wire:
         while True:
             while self._deliver():
                 pass
-            timers = [t for t in [self.server.get_timer(), *(c.get_timer() for c in self.clients.values())] if t]
+            live = [c for name, c in self.clients.items() if name not in self.dead]
+            timers = [t for t in [self.server.get_timer(), *(c.get_timer() for c in live)] if t is not None]
             if not timers or min(timers) > until:
                 self.now = max(self.now, until)
                 return
