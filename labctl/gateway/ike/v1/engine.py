@@ -124,7 +124,12 @@ class Ikev1Engine:
             return
         if header.message_id == 0 and header.exchange in (ExchangeType.MAIN, ExchangeType.AGGRESSIVE):
             was_established = sa.established
-            for reply in sa.receive(data, now):
+            replies = sa.receive(data, now)
+            if sa.last_received == data:
+                # RFC 3947 §4: an initiator behind a NAT sends MM5 from port 4500; the responder answers
+                # (and keeps talking) to the port the accepted message came from.
+                self._float(sa, src, dst)
+            for reply in replies:
                 self._send(sa, reply)
             self._collect(sa)
             if sa.state == DELETED:
