@@ -7,6 +7,7 @@ the same lab by construction: the same networks, addresses, capabilities, sysctl
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass, field
 
 from labctl.lab.model import NetworkPlan, NodePlan, Plan, ProgramPlan
@@ -174,6 +175,8 @@ def container_spec(plan: Plan, node: NodePlan) -> ContainerSpec:
 def program_argv(program: ProgramPlan) -> list[str]:
     """The program's command line inside a container: files in NODE_DIR, host interpreter paths mapped."""
     argv = [arg.replace("{node_dir}", NODE_DIR) for arg in program.argv]
-    if argv and (argv[0].endswith("/python3") or argv[0].endswith("/python")):
-        argv[0] = "python3" if argv[0].endswith("3") else "python"
+    # The plan names the host's interpreter (e.g. sys.executable); in an image it is the one on PATH
+    # (the gateway image puts its venv first).
+    if argv and "/" in argv[0] and re.fullmatch(r"python3?(\.\d+)?", argv[0].rsplit("/", 1)[1]):
+        argv[0] = "python3"
     return argv
