@@ -60,7 +60,7 @@ class L2tpClient(Endpoint):
         self._closing = True
         if self.call is not None and self.tunnel is not None and self.call.key.session_id in self.tunnel.calls:
             self.call.ppp.close(now, reason)
-            self.tunnel.handle_timer(now)
+            self.tunnel.service(now)
         elif self.tunnel is not None:
             self.tunnel.close(now, StopCcnResult.GENERAL_REQUEST, reason)
         self._collect(now)

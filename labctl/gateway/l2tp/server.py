@@ -97,7 +97,7 @@ class L2tpServer(Endpoint):
         found = self._find(session)
         if found is not None:
             found[1].ppp.close(now, reason)
-            found[0].handle_timer(now)
+            found[0].service(now)
         self._collect(now)
 
     def close(self, now: float, reason: str = "the LNS is shutting down") -> None:

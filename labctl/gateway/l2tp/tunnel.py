@@ -76,6 +76,16 @@ def tunnel_auth_response(message_type: MessageType, secret: bytes, challenge: by
     return hashlib.md5(bytes([message_type]) + secret + challenge).digest()  # noqa: S324
 
 
+def _describe_result(message: ControlMessage, texts: dict[int, str]) -> str:
+    """The Result Code AVP (RFC 2661 §4.4.2) in words, with the peer's own message if any."""
+    value = message.get(AvpType.RESULT_CODE)
+    result = parse_result_code(value) if value is not None else None
+    if result is None:
+        return "no reason given"
+    text = texts.get(result.result, f"result code {result.result}")
+    return f"{text}: {result.message}" if result.message else text
+
+
 @dataclass
 class TunnelCounters:
     malformed: int = 0
@@ -140,7 +150,7 @@ class Tunnel:
         self._last_rx = now
         for message_header, message_body in self.channel.receive(header, body, now):
             self._handle(message_header, message_body, now)
-        self._service(now)
+        self.service(now)
 
     def receive_data(self, header: L2tpHeader, payload: bytes, now: float) -> None:
         call = self.calls.get(header.session_id)
@@ -149,7 +159,7 @@ class Tunnel:
             self.counters.data_dropped += 1
             return
         call.ppp.receive_frame(payload, now)
-        self._service(now)
+        self.service(now)
 
     def open_call(self, now: float) -> Call:
         """Initiator: a new incoming call (ICRQ) once the tunnel is up."""
@@ -217,7 +227,7 @@ class Tunnel:
             self._last_rx = now
         for call in list(self.calls.values()):
             call.ppp.handle_timer(now)
-        self._service(now)
+        self.service(now)
 
     # --- message handling ----------------------------------------------------------------------
 
@@ -270,18 +280,11 @@ class Tunnel:
         if self.initiator or self.state is not TunnelState.IDLE:
             self.counters.unexpected += 1
             return
-        self._learn_peer(message)
-        if message.get(AvpType.PROTOCOL_VERSION) != PROTOCOL_VERSION:
-            self.close(now, StopCcnResult.BAD_PROTOCOL_VERSION, "only L2TP version 1.0 (RFC 2661) is spoken")
+        if not self._accept_peer(message, now):
             return
         avps = self._identity_avps()
-        challenge = message.get(AvpType.CHALLENGE)
-        if challenge is not None:
-            if self.settings.secret is None:
-                self.close(now, StopCcnResult.NOT_AUTHORIZED, "tunnel authentication asked for but no secret set")
-                return
-            response = tunnel_auth_response(MessageType.SCCRP, self.settings.secret, challenge)
-            avps.append(octets(AvpType.CHALLENGE_RESPONSE, response))
+        if not self._answer_challenge(message, MessageType.SCCRP, avps, now):
+            return
         if self.settings.secret is not None:
             self._challenge = self.rng(CHALLENGE_SIZE)
             avps.append(octets(AvpType.CHALLENGE, self._challenge))
@@ -292,21 +295,14 @@ class Tunnel:
         if not self.initiator or self.state is not TunnelState.WAIT_CTL_REPLY:
             self.counters.unexpected += 1
             return
-        self._learn_peer(message)
-        if message.get(AvpType.PROTOCOL_VERSION) != PROTOCOL_VERSION:
-            self.close(now, StopCcnResult.BAD_PROTOCOL_VERSION, "only L2TP version 1.0 (RFC 2661) is spoken")
+        if not self._accept_peer(message, now):
             return
         if not self._response_ok(MessageType.SCCRP, message):
             self.close(now, StopCcnResult.NOT_AUTHORIZED, "tunnel authentication failed: wrong secret")
             return
-        avps = []
-        challenge = message.get(AvpType.CHALLENGE)
-        if challenge is not None:
-            if self.settings.secret is None:
-                self.close(now, StopCcnResult.NOT_AUTHORIZED, "the LNS asks for a tunnel secret; none is set")
-                return
-            response = tunnel_auth_response(MessageType.SCCCN, self.settings.secret, challenge)
-            avps.append(octets(AvpType.CHALLENGE_RESPONSE, response))
+        avps: list[Avp] = []
+        if not self._answer_challenge(message, MessageType.SCCCN, avps, now):
+            return
         self._send(MessageType.SCCCN, avps, now)
         self._established(now)
 
@@ -320,12 +316,7 @@ class Tunnel:
         self._established(now)
 
     def _on_stopccn(self, header: L2tpHeader, message: ControlMessage, now: float) -> None:
-        value = message.get(AvpType.RESULT_CODE)
-        result = parse_result_code(value) if value is not None else None
-        text = STOPCCN_TEXT.get(result.result, "unknown reason") if result else "no reason given"
-        if result and result.message:
-            text += f": {result.message}"
-        reason = f"tunnel closed by the peer ({text})"
+        reason = f"tunnel closed by the peer ({_describe_result(message, STOPCCN_TEXT)})"
         self._end_calls(now, reason)
         if self.state is not TunnelState.CLOSING:
             self._closing(now, reason)
@@ -375,12 +366,7 @@ class Tunnel:
         if call is None:
             self.counters.unexpected += 1
             return
-        value = message.get(AvpType.RESULT_CODE)
-        result = parse_result_code(value) if value is not None else None
-        text = CDN_TEXT.get(result.result, "unknown reason") if result else "no reason given"
-        if result and result.message:
-            text += f": {result.message}"
-        self._forget_call(call, now, f"call disconnected by the peer ({text})")
+        self._forget_call(call, now, f"call disconnected by the peer ({_describe_result(message, CDN_TEXT)})")
 
     _HANDLERS: dict[MessageType, Callable[[Tunnel, L2tpHeader, ControlMessage, float], None]] = {
         MessageType.SCCRQ: _on_sccrq,
@@ -405,6 +391,25 @@ class Tunnel:
             u16(AvpType.RECEIVE_WINDOW_SIZE, self.settings.retransmit.receive_window),
             octets(AvpType.VENDOR_NAME, self.settings.vendor_name.encode(), mandatory=False),
         ]
+
+    def _accept_peer(self, message: ControlMessage, now: float) -> bool:
+        """Learn the peer's tunnel id and window from SCCRQ/SCCRP; refuse other protocol versions."""
+        self._learn_peer(message)
+        if message.get(AvpType.PROTOCOL_VERSION) != PROTOCOL_VERSION:
+            self.close(now, StopCcnResult.BAD_PROTOCOL_VERSION, "only L2TP version 1.0 (RFC 2661) is spoken")
+            return False
+        return True
+
+    def _answer_challenge(self, message: ControlMessage, reply: MessageType, avps: list[Avp], now: float) -> bool:
+        """RFC 2661 §5.1.1: answer the peer's Challenge AVP in our reply, or refuse without a secret."""
+        challenge = message.get(AvpType.CHALLENGE)
+        if challenge is None:
+            return True
+        if self.settings.secret is None:
+            self.close(now, StopCcnResult.NOT_AUTHORIZED, "the peer asks for a tunnel secret; none is set")
+            return False
+        avps.append(octets(AvpType.CHALLENGE_RESPONSE, tunnel_auth_response(reply, self.settings.secret, challenge)))
+        return True
 
     def _learn_peer(self, message: ControlMessage) -> None:
         peer_tunnel = message.u16(AvpType.ASSIGNED_TUNNEL_ID)
@@ -447,7 +452,7 @@ class Tunnel:
             if session_id and session_id not in self.calls:
                 return SessionKey(self.peer, self.local_id, session_id)
 
-    def _service(self, now: float) -> None:
+    def service(self, now: float) -> None:
         """Move PPP output to the data channel; turn finished PPP links into CDNs."""
         for call in list(self.calls.values()):
             for frame in call.ppp.outbox:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from ipaddress import IPv4Address
 from typing import Any
 
@@ -76,6 +77,7 @@ def test_bring_up_and_ip_both_ways(method: AuthMethod) -> None:
     assert session["phase"] == "network" and session["ipcp"] == "opened" and session["lcp"] == "opened"
     assert (session["user"], session["address"], session["auth"]) == ("alice", "10.99.0.10", method.label)
     assert client.status()["address"] == "10.99.0.10"
+    json.dumps(status), json.dumps(client.status())  # JSON-ready for the control socket
 
 
 def test_ip_is_not_carried_before_the_session_is_up() -> None:
