@@ -175,7 +175,8 @@ class Ikev2Engine:
                     times.append(t)
             if sa.state == IkeState.INIT_DONE:
                 times.append(sa.created + HALF_OPEN_TIMEOUT)
-            if sa.state == IkeState.ESTABLISHED and sa.conn.dpd_delay > 0:
+            if sa.state == IkeState.ESTABLISHED and sa.conn.dpd_delay > 0 and sa.outstanding is None \
+                    and not sa.queue:
                 times.append(sa.last_heard + sa.conn.dpd_delay)
             if sa.queue and sa.outstanding is None:
                 times.append(min(float(ctx.get("not_before", 0.0)) for _k, ctx in sa.queue))
