@@ -123,6 +123,9 @@ class Tunnel:
         self._challenge = b""
         self._last_rx = 0.0
         self._hold_until: float | None = None
+        # RFC 2661 §5.7: the sender of StopCCN may go once it is acknowledged; the receiver holds state
+        # for a while to acknowledge retransmissions of it.
+        self._done_when_acked = False
         self._serial = 0
         self._out: list[bytes] = []
 
@@ -187,6 +190,7 @@ class Tunnel:
         avps = [u16(AvpType.ASSIGNED_TUNNEL_ID, self.local_id), result_code(result, error, message)]
         self._send(MessageType.STOPCCN, avps, now)
         self._closing(now, reason)
+        self._done_when_acked = True
 
     def close_call(self, call: Call, now: float, result: int, message: str, reason: str) -> None:
         """Send CDN (RFC 2661 §6.14) and forget the call."""
@@ -217,7 +221,7 @@ class Tunnel:
             self._end_calls(now, f"tunnel lost: {reason}")
             self._die(reason)
             return
-        if self._hold_until is not None and (now >= self._hold_until or self.channel.idle):
+        if self._hold_until is not None and now >= self._hold_until:
             self._die(self.close_reason)
             return
         if self.state is TunnelState.ESTABLISHED and now >= self._last_rx + self.settings.hello_interval:
@@ -454,6 +458,9 @@ class Tunnel:
 
     def service(self, now: float) -> None:
         """Move PPP output to the data channel; turn finished PPP links into CDNs."""
+        if self.state is TunnelState.CLOSING and self._done_when_acked and self.channel.idle:
+            self._die(self.close_reason)
+            return
         for call in list(self.calls.values()):
             for frame in call.ppp.outbox:
                 if call.state is CallState.ESTABLISHED:

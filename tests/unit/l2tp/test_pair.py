@@ -308,3 +308,47 @@ def test_pool_is_released_and_reused() -> None:
     assert [up.address for up in wire.of("alice", SessionUp)] == ["10.99.0.10", "10.99.0.10"]
     pool: Any = wire.server.pool.status()
     assert IPv4Address("10.99.0.10") in [IPv4Address(a) for a in pool["in_use"]]
+
+
+def _teardown_with_loss(index: int | None) -> tuple[Wire, int]:
+    wire = make_pair()
+    bring_up(wire)
+    start = len(wire.log)
+    seen = [0]
+
+    def drop(sender: str, receiver: str, datagram: bytes) -> bool:
+        if not is_control(datagram):
+            return False
+        seen[0] += 1
+        return seen[0] - 1 == index
+
+    wire.drop = drop
+    wire.clients["alice"].close(wire.now)
+    wire.run(wire.now + 120.0)
+    return wire, sum(1 for _s, _r, d in wire.log[start:] if is_control(d))
+
+
+TEARDOWN_CONTROL_COUNT = _teardown_with_loss(None)[1]
+
+
+@pytest.mark.parametrize("index", range(TEARDOWN_CONTROL_COUNT))
+def test_teardown_survives_loss_of_any_single_control_message(index: int) -> None:
+    # CDN, StopCCN and their ZLBs: a lost acknowledgement makes the sender retransmit, and the LNS,
+    # holding state after StopCCN (RFC 2661 §5.7), acknowledges the repeat.
+    wire, _ = _teardown_with_loss(index)
+    assert len(wire.of("lns", SessionDown)) == 1 and len(wire.of("lns", TunnelDown)) == 1
+    assert wire.server.tunnels == {} and wire.clients["alice"].tunnels == {}
+    [client_down] = wire.of("alice", TunnelDown)
+    assert "stopped answering" not in client_down.reason
+
+
+def test_stopccn_sender_leaves_once_acknowledged() -> None:
+    wire = make_pair()
+    bring_up(wire)
+    closed_at = wire.now
+    wire.clients["alice"].close(wire.now)
+    wire.run(wire.now + 1.0)
+    assert wire.clients["alice"].tunnels == {}  # acknowledged at once: no need to wait the hold time
+    assert wire.server.tunnels  # the receiver holds state for a retransmission cycle
+    wire.run(closed_at + 40.0)
+    assert wire.server.tunnels == {}
