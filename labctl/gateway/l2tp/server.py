@@ -100,6 +100,15 @@ class L2tpServer(Endpoint):
             found[0].service(now)
         self._collect(now)
 
+    def session_for(self, address: IPv4Address | str) -> SessionKey | None:
+        """The session whose client was assigned ``address`` (to route a packet read from the TUN device)."""
+        wanted = IPv4Address(address)
+        for tunnel in self.tunnels.values():
+            for call in tunnel.calls.values():
+                if call.up and call.ppp.address == wanted:
+                    return call.key
+        return None
+
     def close(self, now: float, reason: str = "the LNS is shutting down") -> None:
         for tunnel in list(self.tunnels.values()):
             tunnel.close(now, StopCcnResult.SHUTTING_DOWN, reason)

@@ -208,6 +208,8 @@ def test_two_clients_at_once_get_their_own_addresses_and_packets() -> None:
     bring_up(wire)
     ups = {up.user: up for up in wire.of("lns", SessionUp)}
     assert sorted(ups) == ["alice", "bob"] and ups["alice"].address != ups["bob"].address
+    assert wire.server.session_for(ups["bob"].address) == ups["bob"].session
+    assert wire.server.session_for("10.99.0.99") is None
     for name in ("alice", "bob"):
         [datagram] = wire.server.send_ip(ups[name].session, name.encode() + IP_PACKET)
         assert datagram[1] == name
