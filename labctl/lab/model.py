@@ -61,8 +61,6 @@ class NodePlan:
     routes: tuple[RoutePlan, ...] = ()
     sysctls: dict[str, str] = field(default_factory=dict)
     programs: tuple[ProgramPlan, ...] = ()
-    ipsec: dict[str, Any] | None = None
-    """The gateway's IPsec section, passed through until the gateway schema replaces it."""
 
 
 @dataclass(frozen=True)
@@ -107,7 +105,6 @@ def plan_from_dict(data: dict[str, Any]) -> Plan:
             routes=tuple(RoutePlan(**r) for r in n.get("routes", ())),
             sysctls=dict(n.get("sysctls", {})),
             programs=tuple(program(p) for p in n.get("programs", ())),
-            ipsec=n.get("ipsec"),
         )
 
     return Plan(

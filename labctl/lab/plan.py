@@ -56,7 +56,6 @@ def _node_plan(topology: Topology, name: str, node: Node, gateway: RenderedGatew
         sysctls=_sysctls(node, has_ipv6=any(i.address6 for i in interfaces)),
         programs=tuple(ProgramPlan(p.name, tuple(p.argv), dict(p.env)) for p in node.programs)
         + ((_gateway_program(gateway),) if gateway else ()),
-        ipsec=node.ipsec,
     )
 
 

@@ -57,8 +57,6 @@ def _check_node(
     path: Path = ("nodes", name)
     if name in RESERVED_NODE_NAMES:
         yield Issue(path + (KEY,), f"node name {name!r} is reserved (it names the lab's switch namespace)")
-    if node.ipsec is not None and node.kind != "gateway":
-        yield Issue(path + ("ipsec",), f"an ipsec section needs kind 'gateway', but this node is a {node.kind}")
     networks_seen: dict[str, int] = {}
     names_seen: dict[str, int] = {}
     for index, iface in enumerate(node.interfaces):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
@@ -84,8 +84,6 @@ class Node(_Strict):
     gateway6: NextHop | None = None
     routes: list[Route] = Field(default_factory=list)
     programs: list[Program] = Field(default_factory=list)
-    ipsec: dict[str, Any] | None = None
-    """Gateways only. Kept as data here; the gateway's own schema validates it."""
     description: str = ""
 
 

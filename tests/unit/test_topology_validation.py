@@ -143,9 +143,12 @@ def test_invalid_node_name() -> None:
     ]
 
 
-def test_ipsec_only_on_gateways() -> None:
-    assert errors(BASE.replace("    gateway: 10.1.0.1\n", "    gateway: 10.1.0.1\n    ipsec: {}\n")) == [
-        "lab.yaml:11:12: nodes.host-a.ipsec: an ipsec section needs kind 'gateway', but this node is a host"
+def test_tunnel_checks_run_with_the_others() -> None:
+    text = BASE + "tunnels:\n  t1: {left: host-a, right: router-b}\n"
+    assert errors(text) == [
+        "lab.yaml:17:14: tunnels.t1.left: tunnel mode needs a node of kind 'gateway' (it forwards for a LAN), but "
+        "host-a is a host; use mode: transport for host-to-host",
+        "lab.yaml:17:29: tunnels.t1.right: unknown node 'router-b'; expected one of: host-a, router-a",
     ]
 
 
