@@ -478,7 +478,8 @@ def stale_images(client: Any, current: dict[str, str]) -> list[str]:
     for image in client.images.list(filters={"label": LABEL_IMAGE}):
         name = (image.labels or {}).get(LABEL_IMAGE, "")
         for tag in image.tags:
-            if tag.startswith(IMAGE_PREFIX) and name in current and tag != current[name]:
+            alias = tag.endswith(f":{CURRENT_TAG}")
+            if tag.startswith(IMAGE_PREFIX) and name in current and tag != current[name] and not alias:
                 stale.append(tag)
     return stale
 
