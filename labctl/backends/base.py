@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from labctl.lab.model import Plan, ProgramPlan
+from labctl.lab import processes
+from labctl.lab.model import NodePlan, Plan, ProgramPlan
 from labctl.lab.state import LabState, all_labs
 
 Progress = Callable[[str], None]
@@ -116,9 +117,14 @@ class Backend(ABC):
     def start_program(self, state: LabState, node: str, program: ProgramPlan) -> int:
         """Write the program's files, start it in the node (log in `state.log_path`), record and return its pid."""
 
-    @abstractmethod
     def stop_program(self, state: LabState, node: str, name: str) -> bool:
-        """Stop one node program; True when it was running."""
+        """Stop one node program (by its recorded pid and start time); True when it was running."""
+        for record in state.programs(node):
+            if record.name == name:
+                stopped = processes.terminate(record.pid, record.started)
+                state.forget_program(node, name)
+                return stopped
+        return False
 
     @abstractmethod
     def node_pids(self, state: LabState, node: str) -> list[int]:
@@ -133,3 +139,58 @@ class Backend(ABC):
     def list_labs(self) -> list[LabState]:
         """Labs in the state directory that this backend built."""
         return [lab for lab in all_labs() if lab.backend == self.name]
+
+
+# --- helpers every backend uses the same way ---
+
+
+def planned_node(state: LabState, node: str) -> NodePlan:
+    """The node's plan, or a BackendError a person can act on (no plan, no such node)."""
+    plan = state.plan()
+    if plan is None:
+        raise BackendError(f"lab {state.lab} has no plan in {state.path}; run `labctl down {state.lab}`")
+    try:
+        return plan.node(node)
+    except KeyError:
+        known = ", ".join(n.name for n in plan.nodes)
+        raise BackendError(f"lab {state.lab} has no node {node!r}; its nodes: {known}") from None
+
+
+def write_program_files(state: LabState, node: str, program: ProgramPlan) -> Path:
+    """Write the program's files into the node's directory (created if needed) and return that directory."""
+    node_dir = state.node_dir(node)
+    node_dir.mkdir(parents=True, exist_ok=True)
+    for file in program.files:
+        path = node_dir / file.path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(file.content)
+        path.chmod(file.mode)
+    state.log_path(node, program.name).parent.mkdir(exist_ok=True)
+    return node_dir
+
+
+def stop_recorded_programs(state: LabState, grace: float = 3.0) -> list[str]:
+    """Stop every program the lab's state records (first step of `down`); what was running, for the report."""
+    stopped = []
+    for record in state.programs():
+        if processes.terminate(record.pid, record.started, grace):
+            stopped.append(f"process {record.pid} ({record.name} on {record.node})")
+        state.forget_program(record.node, record.name)
+    return stopped
+
+
+def lab_status(state: LabState, backend: str, present: Callable[[str], bool]) -> LabStatus:
+    """The lab as planned, with each node's presence (`present(node)`) and its programs' liveness."""
+    plan = state.plan()
+    if plan is None:
+        return LabStatus(state.lab, backend, "?", state.phase, ())
+    nodes = []
+    for node in plan.nodes:
+        programs = tuple(
+            ProgramStatus(r.node, r.name, r.pid, processes.is_alive(r.pid, r.started), r.log)
+            for r in state.programs(node.name)
+        )
+        addresses = tuple(a for iface in node.interfaces for a in (iface.address, iface.address6) if a)
+        nodes.append(NodeStatus(node.name, node.kind, present(node.name), addresses, programs))
+    networks = {network.name: network.subnet for network in plan.networks}
+    return LabStatus(state.lab, backend, plan.topology, state.phase, tuple(nodes), networks)

@@ -28,10 +28,12 @@ from labctl.backends.base import (
     Capture,
     ExecResult,
     LabStatus,
-    NodeStatus,
-    ProgramStatus,
     Progress,
+    lab_status,
     no_progress,
+    planned_node,
+    stop_recorded_programs,
+    write_program_files,
 )
 from labctl.lab import processes
 from labctl.lab.model import NodePlan, Plan, ProgramPlan
@@ -208,11 +210,7 @@ class NetnsBackend(Backend):
     # --- down ---
 
     def down(self, state: LabState, progress: Progress = no_progress) -> list[str]:
-        removed: list[str] = []
-        for record in state.programs():
-            if processes.terminate(record.pid, record.started):
-                removed.append(f"process {record.pid} ({record.name} on {record.node})")
-            state.forget_program(record.node, record.name)
+        removed = stop_recorded_programs(state)
         namespaces = [record.name for record in state.objects("netns")]
         for name in reversed(namespaces):
             for pid in namespace_pids(name):
@@ -245,30 +243,10 @@ class NetnsBackend(Backend):
     # --- inspection and use ---
 
     def status(self, state: LabState) -> LabStatus:
-        plan = state.plan()
-        if plan is None:
-            return LabStatus(state.lab, self.name, "?", state.phase, ())
-        nodes = []
-        for node in plan.nodes:
-            programs = tuple(
-                ProgramStatus(r.node, r.name, r.pid, processes.is_alive(r.pid, r.started), r.log)
-                for r in state.programs(node.name)
-            )
-            addresses = tuple(a for iface in node.interfaces for a in (iface.address, iface.address6) if a)
-            present = namespace_exists(node_namespace(plan.lab, node.name))
-            nodes.append(NodeStatus(node.name, node.kind, present, addresses, programs))
-        networks = {network.name: network.subnet for network in plan.networks}
-        return LabStatus(state.lab, self.name, plan.topology, state.phase, tuple(nodes), networks)
+        return lab_status(state, self.name, lambda node: namespace_exists(node_namespace(state.lab, node)))
 
     def _node_namespace(self, state: LabState, node: str) -> str:
-        plan = state.plan()
-        if plan is None:
-            raise BackendError(f"lab {state.lab} has no plan in {state.path}; run `labctl down {state.lab}`")
-        try:
-            plan.node(node)
-        except KeyError:
-            known = ", ".join(n.name for n in plan.nodes)
-            raise BackendError(f"lab {state.lab} has no node {node!r}; its nodes: {known}") from None
+        planned_node(state, node)
         namespace = node_namespace(state.lab, node)
         if not namespace_exists(namespace):
             raise BackendError(f"node {node} of lab {state.lab} is not running (no namespace {namespace})")
@@ -295,15 +273,8 @@ class NetnsBackend(Backend):
 
     def start_program(self, state: LabState, node: str, program: ProgramPlan) -> int:
         namespace = self._node_namespace(state, node)
-        node_dir = state.node_dir(node)
-        node_dir.mkdir(parents=True, exist_ok=True)
-        for file in program.files:
-            path = node_dir / file.path
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(file.content)
-            path.chmod(file.mode)
+        node_dir = write_program_files(state, node, program)
         log = state.log_path(node, program.name)
-        log.parent.mkdir(exist_ok=True)
         argv = [arg.replace("{node_dir}", str(node_dir)) for arg in program.argv]
         with open(log, "ab") as log_file:
             try:
@@ -316,14 +287,6 @@ class NetnsBackend(Backend):
                 raise BackendError(f"cannot start {program.name} on {node}: {exc}") from exc
         state.record_program(ProgramRecord(node, program.name, child.pid, processes.start_time(child.pid), str(log)))
         return child.pid
-
-    def stop_program(self, state: LabState, node: str, name: str) -> bool:
-        for record in state.programs(node):
-            if record.name == name:
-                stopped = processes.terminate(record.pid, record.started)
-                state.forget_program(node, name)
-                return stopped
-        return False
 
     def node_pids(self, state: LabState, node: str) -> list[int]:
         return namespace_pids(self._node_namespace(state, node))
