@@ -141,6 +141,8 @@ class NetnsBackend(Backend):
             self._build(plan, state, progress)
         except NetlinkError as exc:
             raise BackendError(f"netlink: {exc.args[-1] if exc.args else exc}") from exc
+        except OSError as exc:  # e.g. a sysctl the kernel does not have
+            raise BackendError(str(exc)) from exc
         for node in plan.nodes:
             for program in node.programs:
                 progress(f"starting {program.name} on {node.name}")
@@ -303,8 +305,9 @@ class NetnsBackend(Backend):
         bridge = bridge_name(state.lab, names.index(network))
         # --immediate-mode: without it packets wait in the capture ring for up to a second, and a capture
         # stopped right after the traffic loses them. -U writes each packet to the file as it comes.
+        # -Z root: tcpdump would otherwise drop to its own user and fail to write into root-only directories.
         argv = ["ip", "netns", "exec", switch_namespace(state.lab), "tcpdump", "-n", "--immediate-mode", "-U",
-                "-i", bridge, "-w", str(pcap)]
+                "-Z", "root", "-i", bridge, "-w", str(pcap)]
         if bpf_filter:
             argv.append(bpf_filter)
         process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
