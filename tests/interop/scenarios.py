@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from strongswan import Addresses
+from strongswan import Addresses, Charon, HarnessError, Lab, OurGateway, wait_for
 
 from labctl.lab.pki import Issued, LabCa
 
@@ -51,6 +51,7 @@ class Scenario:
     ike_rekey: float = 14400.0
     child_rekey: float = 3600.0
     child_life: float = 0.0  # 0: rekey * 1.1
+    rekey_side: Side | None = None  # only this side has the short child lifetime (it starts the rekeys)
     dpd_delay: float = 0.0
     dpd_timeout: float = 30.0
     id_by_dn: bool = False  # pubkey: identities are the certificates' DNs instead of the addresses
@@ -73,8 +74,11 @@ class Scenario:
             return _strongswan_dn(self.certs.of(side).subject)
         return self.wan(side)
 
-    def child_life_time(self) -> float:
-        return self.child_life or self.child_rekey * 1.1
+    def child_times(self, side: Side) -> tuple[float, float]:
+        """(rekey_time, life_time) of the child SA on `side`."""
+        if self.rekey_side is not None and side != self.rekey_side:
+            return 3600.0, 3960.0
+        return self.child_rekey, self.child_life or self.child_rekey * 1.1
 
 
 def _strongswan_dn(rfc4514: str) -> str:
@@ -119,8 +123,8 @@ def our_config(s: Scenario, side: Side, workdir: Path) -> dict[str, Any]:
             "local_ts": [s.lan(side)],
             "remote_ts": [s.lan(other)],
             "proposals": [s.esp_proposal],
-            "rekey_time": s.child_rekey,
-            "life_time": s.child_life_time(),
+            "rekey_time": s.child_times(side)[0],
+            "life_time": s.child_times(side)[1],
             "start_action": "start" if s.initiator == side else "none",
         }],
     }
@@ -178,8 +182,8 @@ def swanctl_conf(s: Scenario, side: Side) -> tuple[str, dict[str, str]]:
                 remote_ts = {s.lan(other)}
                 esp_proposals = {s.esp_proposal}
                 mode = tunnel
-                rekey_time = {s.child_rekey:g}s
-                life_time = {s.child_life_time():g}s
+                rekey_time = {s.child_times(side)[0]:g}s
+                life_time = {s.child_times(side)[1]:g}s
                 rand_time = 0s
                 start_action = none
                 dpd_action = clear
@@ -191,3 +195,45 @@ secrets {{
 {secrets}}}
 """
     return conf, files
+
+
+# --- bringing a scenario up in a lab ------------------------------------------------------------------------
+AGGRESSIVE_PSK_OPTION = "i_dont_care_about_security_and_use_aggressive_mode_psk = yes"
+
+
+@dataclass
+class Pair:
+    """Our gateway on gw-a, strongSwan on gw-b, configured from one scenario."""
+
+    lab: Lab
+    scenario: Scenario
+    ours: OurGateway
+    charon: Charon
+
+    def ours_up(self) -> bool:
+        return any(b["state"] == "installed" for b in self.ours.status()["bindings"])
+
+    def wait_up(self, timeout: float = 15) -> None:
+        wait_for("the tunnel to be installed on both sides", lambda: self.ours_up() and self.charon.child_spis(CHILD),
+                 timeout, self.lab.logs)
+
+    def ping_both_ways(self, count: int = 3) -> None:
+        a = self.lab.topo.addr
+        for src, dst in (("ha", a.host_b), ("hb", a.host_a)):
+            res = self.lab.topo.ping(src, dst, count=count)
+            if res.received != count:
+                raise HarnessError(f"ping {src} -> {dst} through the tunnel: {res.received}/{count} answered\n"
+                                   f"{res.text}\n{self.lab.logs()}")
+
+
+def start_pair(lab: Lab, s: Scenario) -> Pair:
+    """Start strongSwan on gw-b and ours on gw-a, let the scenario's initiator connect, wait until both are up."""
+    conf, files = swanctl_conf(s, "b")
+    options = AGGRESSIVE_PSK_OPTION if s.ike_mode == "aggressive" else ""
+    charon = lab.charon("gb", conf, files, charon_options=options)
+    ours = lab.ours("ga", our_config(s, "a", lab.workdir))
+    pair = Pair(lab, s, ours, charon)
+    if s.initiator == "b":
+        charon.initiate(CHILD)
+    pair.wait_up()
+    return pair

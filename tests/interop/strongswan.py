@@ -176,7 +176,7 @@ class Topology:
         return BackgroundPing(proc, log)
 
     def capture(self, role: str, iface: str, pcap: Path) -> Capture:
-        proc = self.popen(role, ["tcpdump", "-i", iface, "-n", "-U", "-s", "0", "-w", str(pcap)],
+        proc = self.popen(role, ["tcpdump", "-i", iface, "-n", "-U", "--immediate-mode", "-s", "0", "-w", str(pcap)],
                           pcap.with_suffix(".tcpdump.log"))
         cap = Capture(proc, pcap)
         wait_for(f"tcpdump on {iface}", lambda: "listening on" in tail(pcap.with_suffix(".tcpdump.log")), 10,

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, load_pem_priv
 
 from labctl.gateway.ike.v1.codec import IdPayload
 from labctl.gateway.ike.v1.constants import IdType
+from labctl.gateway.ike.v1.identity import dn_attributes
 
 
 class AuthError(ValueError):
@@ -89,7 +90,10 @@ def verify_cert(cert: x509.Certificate, cas: list[x509.Certificate]) -> bool:
 def id_matches_cert(id_payload: IdPayload, cert: x509.Certificate) -> bool:
     """The phase-1 identity must be the certificate's subject DN or one of its subjectAltNames."""
     if id_payload.id_type == IdType.DER_ASN1_DN:
-        return hmac.compare_digest(cert.subject.public_bytes(), id_payload.data)
+        # RFC 5280 §7.1: compare attribute by attribute; strongSwan sends its configured DN with
+        # PrintableString even when the certificate's subject uses UTF8String.
+        subject = dn_attributes(cert.subject.public_bytes())
+        return subject is not None and subject == dn_attributes(id_payload.data)
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:

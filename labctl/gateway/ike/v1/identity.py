@@ -47,9 +47,14 @@ def identity_text(p: IdPayload, cert: x509.Certificate | None = None) -> str:
         return str(ipaddress.IPv4Address(p.data))
     if p.id_type in (IdType.FQDN, IdType.USER_FQDN, IdType.KEY_ID):
         return p.data.decode("utf-8", "replace")
-    if p.id_type == IdType.DER_ASN1_DN and cert is not None and cert.subject.public_bytes() == p.data:
-        return ", ".join(reversed(cert.subject.rfc4514_string().split(",")))
+    if p.id_type == IdType.DER_ASN1_DN and (rdns := dn_attributes(p.data)) is not None:
+        return ", ".join("+".join(f"{_DN_NAMES.get(oid, oid.hex())}={value}" for oid, value in rdn) for rdn in rdns)
     return f"type{p.id_type}:{p.data.hex()}"
+
+
+# The attribute types people write in a DN (RFC 4519), by their DER-encoded OID.
+_DN_NAMES = {bytes.fromhex("550403"): "CN", bytes.fromhex("55040a"): "O", bytes.fromhex("55040b"): "OU",
+             bytes.fromhex("550406"): "C", bytes.fromhex("550407"): "L", bytes.fromhex("550408"): "ST"}
 
 
 def identity_matches(expected: str, got: IdPayload) -> bool:
@@ -57,7 +62,67 @@ def identity_matches(expected: str, got: IdPayload) -> bool:
     if expected in ("", "%any"):
         return True
     want = identity_payload(expected, "")
-    return want.id_type == got.id_type and want.data == got.data
+    if want.id_type != got.id_type:
+        return False
+    if want.id_type == IdType.DER_ASN1_DN:
+        # RFC 5280 §7.1: names are compared attribute by attribute, not byte by byte; strongSwan encodes a
+        # configured DN with PrintableString where a certificate (and `dn_der`) may use UTF8String.
+        ours, theirs = dn_attributes(want.data), dn_attributes(got.data)
+        return ours is not None and ours == theirs
+    return want.data == got.data
+
+
+_DN_STRING_CODECS = {0x0C: "utf-8", 0x13: "ascii", 0x16: "ascii", 0x14: "latin-1", 0x1E: "utf-16-be"}
+
+
+def _der_items(data: bytes) -> list[tuple[int, bytes]] | None:
+    """The (tag, content) pairs of consecutive DER TLVs; None if they do not parse exactly."""
+    items, i = [], 0
+    while i < len(data):
+        if i + 2 > len(data):
+            return None
+        tag, length = data[i], data[i + 1]
+        i += 2
+        if length & 0x80:
+            n = length & 0x7F
+            if n == 0 or n > 3 or i + n > len(data):
+                return None
+            length = int.from_bytes(data[i:i + n], "big")
+            i += n
+        if i + length > len(data):
+            return None
+        items.append((tag, data[i:i + length]))
+        i += length
+    return items
+
+
+def dn_attributes(der: bytes) -> tuple[tuple[tuple[bytes, str], ...], ...] | None:
+    """A DER Name as RDNs of (OID bytes, value text), ignoring the string type; None if malformed."""
+    top = _der_items(der)
+    if top is None or len(top) != 1 or top[0][0] != 0x30:
+        return None
+    rdns = _der_items(top[0][1])
+    if rdns is None:
+        return None
+    out = []
+    for tag, content in rdns:
+        atvs = _der_items(content)
+        if tag != 0x31 or not atvs:
+            return None
+        rdn = []
+        for atv_tag, atv in atvs:
+            parts = _der_items(atv)
+            if atv_tag != 0x30 or parts is None or len(parts) != 2 or parts[0][0] != 0x06:
+                return None
+            (_, oid), (vtag, value) = parts
+            codec = _DN_STRING_CODECS.get(vtag)
+            try:
+                text = value.decode(codec) if codec else value.hex()
+            except UnicodeDecodeError:
+                return None
+            rdn.append((oid, text))
+        out.append(tuple(sorted(rdn)))
+    return tuple(out)
 
 
 # --------------------------------------------------------------------------- traffic selectors
