@@ -12,7 +12,7 @@ import time
 
 import pytest
 from scenarios import CHILD, Certs, Scenario, start_pair
-from strongswan import Lab, tshark_fields, wait_for
+from strongswan import Lab, tshark_fields
 
 pytestmark = [pytest.mark.interop, pytest.mark.root]
 
@@ -62,7 +62,8 @@ def test_quick_mode_rekey_while_pinging(lab: Lab, rekey_side: str) -> None:
     theirs, mine = set(pair.charon.child_spis(CHILD)), pair.ours.inbound_spis()
     print(f"\nIKEv1 phase-2 rekey started by {'ours' if rekey_side == 'a' else 'strongSwan'}: "
           f"{result.sent} pings, {result.lost} lost (icmp_seq {lost}); strongSwan inbound SPIs "
-          f"{sorted(first_theirs)} -> {sorted(theirs)}, ours {sorted(map(hex, first_ours))} -> {sorted(map(hex, mine))}")
+          f"{sorted(first_theirs)} -> {sorted(theirs)}, ours {sorted(map(hex, first_ours))} -> "
+          f"{sorted(map(hex, mine))}")
     assert theirs and not theirs & first_theirs, f"strongSwan still uses its first SA\n{lab.logs()}"
     assert mine and not mine & first_ours, f"we still use our first SA\n{lab.logs()}"
     assert result.sent >= 150
