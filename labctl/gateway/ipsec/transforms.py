@@ -50,7 +50,7 @@ class NullCipher(EspCipher):
         return data
 
 
-class _SaltedAead(EspCipher):
+class SaltedAead(EspCipher):
     """An AEAD from ``cryptography`` whose nonce is the SA's salt followed by the 8-byte explicit IV."""
 
     iv_len = 8
@@ -58,6 +58,15 @@ class _SaltedAead(EspCipher):
     aead = True
     _aead: AESGCM | AESCCM | ChaCha20Poly1305
     _salt: bytes
+
+    @property
+    def aead_object(self) -> AESGCM | AESCCM | ChaCha20Poly1305:
+        """The per-SA ``cryptography`` AEAD (the fast path calls it directly)."""
+        return self._aead
+
+    @property
+    def salt(self) -> bytes:
+        return self._salt
 
     def encrypt(self, iv: bytes, aad: bytes, plaintext: bytes) -> bytes:
         return self._aead.encrypt(self._salt + iv, plaintext, aad)
@@ -69,7 +78,7 @@ class _SaltedAead(EspCipher):
             return None
 
 
-class AesGcm16(_SaltedAead):
+class AesGcm16(SaltedAead):
     """RFC 4106: nonce = 4-byte salt || 8-byte explicit IV (§4); AAD = SPI || seq (§5)."""
 
     def __init__(self, keymat: bytes) -> None:
@@ -108,7 +117,7 @@ class AesGcmShort(EspCipher):
             return None
 
 
-class AesCcm(_SaltedAead):
+class AesCcm(SaltedAead):
     """RFC 4309: nonce = 3-byte salt || 8-byte IV (§4); AAD as in RFC 4106 (§5)."""
 
     def __init__(self, keymat: bytes, icv_len: int) -> None:
@@ -117,7 +126,7 @@ class AesCcm(_SaltedAead):
         self.icv_len = icv_len
 
 
-class ChaChaPoly(_SaltedAead):
+class ChaChaPoly(SaltedAead):
     """RFC 7634 §2: 32-byte key || 4-byte salt; nonce = salt || 8-byte IV; AAD as RFC 4106 (§2.1)."""
 
     def __init__(self, keymat: bytes) -> None:
@@ -133,6 +142,10 @@ class CbcCipher(EspCipher):
     def __init__(self, algorithm: algorithms.AES | TripleDES) -> None:
         self._alg = algorithm
         self.block = self.iv_len = algorithm.block_size // 8
+
+    @property
+    def algorithm(self) -> algorithms.AES | TripleDES:
+        return self._alg
 
     def encrypt(self, iv: bytes, aad: bytes, plaintext: bytes) -> bytes:
         enc = Cipher(self._alg, modes.CBC(iv)).encryptor()
@@ -174,6 +187,14 @@ class Integrity:
         self._key = key
         self._hash = hash_name
         self.icv_len = icv_len
+
+    @property
+    def key(self) -> bytes:
+        return self._key
+
+    @property
+    def hash_name(self) -> str:
+        return self._hash
 
     def compute(self, data: bytes) -> bytes:
         return hmac.digest(self._key, data, self._hash)[: self.icv_len]
