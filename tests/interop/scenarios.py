@@ -51,7 +51,7 @@ class Scenario:
     ike_rekey: float = 14400.0
     child_rekey: float = 3600.0
     child_life: float = 0.0  # 0: rekey * 1.1
-    rekey_side: Side | None = None  # only this side has the short child lifetime (it starts the rekeys)
+    rekey_side: Side | None = None  # only this side has the short lifetimes (so it starts the rekeys)
     dpd_delay: float = 0.0
     dpd_timeout: float = 30.0
     id_by_dn: bool = False  # pubkey: identities are the certificates' DNs instead of the addresses
@@ -73,6 +73,9 @@ class Scenario:
             assert self.certs is not None
             return _strongswan_dn(self.certs.of(side).subject)
         return self.wan(side)
+
+    def ike_rekey_time(self, side: Side) -> float:
+        return 14400.0 if self.rekey_side is not None and side != self.rekey_side else self.ike_rekey
 
     def child_times(self, side: Side) -> tuple[float, float]:
         """(rekey_time, life_time) of the child SA on `side`."""
@@ -117,7 +120,7 @@ def our_config(s: Scenario, side: Side, workdir: Path) -> dict[str, Any]:
         "auth": auth,
         "proposals": [s.ike_proposal],
         "encap": True,  # strongSwan's libipsec speaks ESP in UDP only
-        "rekey_time": s.ike_rekey,
+        "rekey_time": s.ike_rekey_time(side),
         "children": [{
             "name": CHILD,
             "local_ts": [s.lan(side)],
@@ -151,10 +154,10 @@ def swanctl_conf(s: Scenario, side: Side) -> tuple[str, dict[str, str]]:
         local_auth = "auth = pubkey\n            certs = gw.pem"
         remote_auth = "auth = pubkey\n            cacerts = ca.pem"
         secrets = ""
-    ike_life = s.ike_rekey * 1.1
+    ike_rekey = s.ike_rekey_time(side)
     # IKEv1 ISAKMP SAs are re-authenticated by strongSwan (no IKEv1 rekey exists); IKEv2 rekeys in place.
-    ike_timers = (f"reauth_time = {s.ike_rekey:g}s\n        rekey_time = 0s" if s.version == 1
-                  else f"rekey_time = {s.ike_rekey:g}s\n        reauth_time = 0s")
+    ike_timers = (f"reauth_time = {ike_rekey:g}s\n        rekey_time = 0s" if s.version == 1
+                  else f"rekey_time = {ike_rekey:g}s\n        reauth_time = 0s")
     dpd = f"dpd_delay = {s.dpd_delay:g}s\n        dpd_timeout = {s.dpd_timeout:g}s" if s.dpd_delay else ""
     conf = f"""connections {{
     {CONN} {{
@@ -165,7 +168,7 @@ def swanctl_conf(s: Scenario, side: Side) -> tuple[str, dict[str, str]]:
         proposals = {s.ike_proposal}
         encap = yes
         {ike_timers}
-        over_time = {max(ike_life - s.ike_rekey, 1):g}s
+        over_time = {max(ike_rekey * 0.1, 1):g}s
         rand_time = 0s
         {dpd}
         local {{
