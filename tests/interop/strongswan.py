@@ -185,7 +185,7 @@ class Topology:
 
     def close(self) -> list[str]:
         """Delete the namespaces (their veths go with them); return what could not be removed."""
-        problems = []
+        problems: list[str] = []
         if not self.built:
             return problems
         for role in ("ha", "ga", "gb", "hb"):

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import re
 import time
+from pathlib import Path
 
 import pytest
+from endpoints import Kind, measure_setups, summary
 from scenarios import CHILD, CONN, Certs, Scenario, our_config, start_pair, swanctl_conf
 from strongswan import Lab, OurGateway, wait_for
 
@@ -145,3 +147,28 @@ def test_dpd_notices_a_killed_peer(lab: Lab, killed: str) -> None:
             pair.charon.log_text()), 30, lab.logs)
         print(f"\nDPD: strongSwan noticed our killed gateway after {time.monotonic() - t0:.1f}s")
         assert not pair.charon.child_spis(CHILD)
+
+
+SETUP_PAIRINGS: list[tuple[Kind, Kind]] = [("strongswan", "strongswan"), ("ours", "strongswan"),
+                                           ("strongswan", "ours"), ("ours", "ours")]
+
+
+@pytest.mark.parametrize("ike", ["aes128gcm16-prfsha256-ecp256", "aes256-sha256-modp2048"], ids=["dh19", "dh14"])
+def test_setup_time_ours_vs_strongswan(tmp_path: Path, ike: str) -> None:
+    """IKE_SA_INIT + IKE_AUTH time, from the wire, for each pairing (initiator -> responder); run with -s."""
+    s = Scenario(version=2, ike_proposal=ike, esp_proposal="aes128gcm16")
+    rounds = 5
+    lines = []
+    for initiator, responder in SETUP_PAIRINGS:
+        lab = Lab(workdir=tmp_path / f"{initiator}-{responder}")
+        lab.workdir.mkdir()
+        try:
+            lab.build()
+            times = measure_setups(lab, s, initiator, responder, rounds)
+        finally:
+            problems = lab.close()
+        assert not problems, problems
+        assert len(times) == rounds, f"{initiator} -> {responder}: timed {len(times)} of {rounds} setups"
+        lines.append(f"  {initiator:>10} -> {responder:<10} {summary(times)}")
+    print(f"\nIKEv2 setup time (IKE_SA_INIT request to IKE_AUTH response, {s.ike_proposal}, PSK, "
+          f"{rounds} rounds, measured on the internet link):\n" + "\n".join(lines))
