@@ -14,6 +14,8 @@ SO_MARK = 36
 SO_RCVBUFFORCE = 33
 SO_SNDBUFFORCE = 32
 BUFFER_BYTES = 4 * 1024 * 1024
+SOL_UDP = 17
+UDP_GRO = 104  # linux/udp.h
 
 
 def _big_buffers(s: socket.socket) -> None:
@@ -49,11 +51,18 @@ def raw_sender(mark: int) -> socket.socket:
     return s
 
 
-def udp_socket(local: str, port: int, mark: int) -> socket.socket:
+def udp_socket(local: str, port: int, mark: int, gro: bool = False) -> socket.socket:
+    """A UDP socket for IKE or ESP-in-UDP. ``gro``: receive runs of datagrams coalesced (see offload.split_gro);
+    quietly left off on kernels without UDP_GRO, where every datagram then arrives alone."""
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.setsockopt(socket.SOL_SOCKET, SO_MARK, mark)
     s.bind((local, port))
     s.setblocking(False)
     _big_buffers(s)
+    if gro:
+        try:
+            s.setsockopt(SOL_UDP, UDP_GRO, 1)
+        except OSError:
+            pass
     return s

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 TUNSETIFF = 0x400454CA
 IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
+IFF_VNET_HDR = 0x4000  # every read and write starts with a struct virtio_net_hdr (offload.VNET_HDR)
 IFNAMSIZ = 16
 
 
@@ -24,6 +25,7 @@ class TunError(OSError):
 class Tun:
     name: str
     fd: int
+    vnet_hdr: bool = False
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -31,8 +33,12 @@ class Tun:
             self.fd = -1
 
 
-def open_tun(name: str) -> Tun:
+def open_tun(name: str, vnet_hdr: bool = False) -> Tun:
     """Create (or attach to) TUN device `name` in the current network namespace, non-blocking.
+
+    With ``vnet_hdr`` each frame carries a virtio header, so that we can write one coalesced TCP super-packet
+    and let the kernel segment it (offload.TcpCoalescer). No TUNSETOFFLOAD: what we read stays ordinary packets
+    with complete checksums (segmenting 64 KB reads and checksumming in Python did not pay, notes/dataplane).
 
     The device is not persistent: it disappears with our file descriptor, so a crashed gateway leaves
     no live route into a dead device (the blackhole routes set up beside it then take over: fail closed).
@@ -43,11 +49,12 @@ def open_tun(name: str) -> Tun:
         fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         raise TunError(f"cannot open /dev/net/tun: {exc.strerror} (a container needs --device /dev/net/tun)") from exc
-    ifr = struct.pack("16sH22x", name.encode(), IFF_TUN | IFF_NO_PI)
+    flags = IFF_TUN | IFF_NO_PI | (IFF_VNET_HDR if vnet_hdr else 0)
+    ifr = struct.pack("16sH22x", name.encode(), flags)
     try:
         res = fcntl.ioctl(fd, TUNSETIFF, ifr)
     except OSError as exc:
         os.close(fd)
         raise TunError(f"cannot create TUN device {name!r}: {exc.strerror} (needs CAP_NET_ADMIN)") from exc
     actual = res[:16].rstrip(b"\0").decode()
-    return Tun(name=actual, fd=fd)
+    return Tun(name=actual, fd=fd, vnet_hdr=vnet_hdr)

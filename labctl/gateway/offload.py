@@ -1,0 +1,207 @@
+"""Fewer kernel crossings per packet: TCP coalescing for TUN writes, and UDP GSO/GRO batching for ESP-in-UDP.
+
+Sans-I/O like the cores: these functions build and split buffers; the daemon does the syscalls. The reasons,
+measured on the project's 2-vCPU machines (shared/notes/dataplane-performance.md and benchmarks/README.md):
+
+- **TUN writes.** With ``IFF_VNET_HDR`` every TUN read and write starts with a ``virtio_net_hdr``. In-order TCP
+  segments of one flow, decrypted from one receive batch, are written as one TCP "super-packet" with
+  ``GSO_TCPV4`` + ``NEEDS_CSUM``: the kernel segments it (or passes it whole to the LAN veth, which may hand it
+  to the host unsegmented) and fills in each segment's TCP checksum from the pseudo-header sum we leave in the
+  checksum field. One write instead of ~45; the bytes on the LAN stay ordinary TCP segments.
+- **UDP GSO** (``UDP_SEGMENT``, 103): one ``sendmsg`` for a run of equal-size ESP-in-UDP datagrams to one peer;
+  the kernel cuts it at ``gso_size`` (the last datagram may be shorter). Still standard ESP-in-UDP on the wire.
+- **UDP GRO** (``UDP_GRO``, 104): one ``recvmsg`` may return several datagrams of one sender glued together, with
+  their size in a control message; :func:`split_gro` cuts them apart again.
+
+Only whole, option-less IPv4 TCP segments whose flags are ACK (optionally PSH on the last) are coalesced, and only
+when sequence numbers are contiguous and every header field the receiver compares matches (like Linux GRO);
+everything else is written as it came, with an all-zero virtio header.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from labctl.gateway.ipsec.ipv4 import internet_checksum
+
+SOL_UDP = 17
+UDP_SEGMENT = 103  # linux/udp.h: setsockopt/cmsg, the gso_size of a send
+UDP_GRO = 104  # linux/udp.h: setsockopt to receive coalesced; cmsg carries the gso_size
+GSO_MAX_SEGMENTS = 64  # UDP_MAX_SEGMENTS in the kernel
+GSO_MAX_BYTES = 65000  # payload bytes of one GSO send (below the 64 KB UDP/IP limit with headers)
+
+# struct virtio_net_hdr (linux/virtio_net.h) in host byte order (TUN's default on little-endian machines):
+# flags, gso_type, hdr_len, gso_size, csum_start, csum_offset.
+VNET_HDR = struct.Struct("=BBHHHH")
+VNET_HDR_LEN = VNET_HDR.size  # 10
+VNET_F_NEEDS_CSUM = 1
+VNET_GSO_TCPV4 = 1
+PLAIN_VNET_HDR = bytes(VNET_HDR_LEN)  # no offload: a complete packet with a complete checksum
+
+_INT = struct.Struct("=i")
+_TCP = 6
+_ACK, _PSH = 0x10, 0x08
+_MAX_SUPER = 65535  # IPv4 total length limit of the super-packet
+_MAX_FLOWS = 32  # flows with a pending batch before everything is flushed
+
+
+class _Batch:
+    __slots__ = ("first", "hlen", "mss", "next_seq", "payloads", "size", "closed")
+
+    def __init__(self, first: bytes, hlen: int, mss: int, seq: int) -> None:
+        self.first = first  # the first segment: its headers become the super-packet's headers
+        self.hlen = hlen
+        self.mss = mss
+        self.next_seq = (seq + mss) & 0xFFFFFFFF
+        self.payloads = [first[hlen:]]
+        self.size = len(first)
+        self.closed = False  # a shorter segment or PSH ended the batch: nothing may follow it
+
+
+class TcpCoalescer:
+    """Collects decrypted inner packets; :meth:`flush` returns TUN frames (virtio header included).
+
+    Per flow (addresses and ports) one batch of contiguous equal-size segments; the last one may be shorter.
+    Order within a flow is kept: a packet that cannot extend its flow's batch flushes that batch first.
+    """
+
+    def __init__(self) -> None:
+        self._batches: dict[bytes, _Batch] = {}
+        self._out: list[bytes] = []
+
+    def add(self, pkt: bytes) -> None:
+        n = len(pkt)
+        if n < 40 or pkt[0] != 0x45 or pkt[9] != _TCP or pkt[6] & 0x3F or pkt[7]:
+            self._out.append(PLAIN_VNET_HDR + pkt)  # not an option-less, unfragmented IPv4 TCP segment
+            return
+        key = pkt[12:24]
+        hlen = 20 + (pkt[32] >> 4) * 4
+        flags = pkt[33]
+        batch = self._batches.get(key)
+        if flags & ~_PSH != _ACK or hlen > n or hlen < 40 or n == hlen:
+            # SYN/FIN/RST/URG/ECE/CWR, a bad data offset or a bare ACK: never merged (GRO flushes on these too).
+            if batch is not None:
+                self._emit(self._batches.pop(key))
+            self._out.append(PLAIN_VNET_HDR + pkt)
+            return
+        seq = int.from_bytes(pkt[24:28], "big")
+        if batch is not None:
+            first = batch.first
+            mss = batch.mss
+            if (
+                not batch.closed
+                and seq == batch.next_seq
+                and hlen == batch.hlen
+                and n - hlen <= mss
+                and batch.size + n - hlen <= _MAX_SUPER
+                and pkt[1] == first[1]  # TOS
+                and pkt[8] == first[8]  # TTL
+                and pkt[28:32] == first[28:32]  # ACK number
+                and pkt[34:36] == first[34:36]  # window
+                and pkt[40:hlen] == first[40:hlen]  # options (timestamps) identical
+                and not first[33] & _PSH
+            ):
+                batch.payloads.append(pkt[hlen:])
+                batch.size += n - hlen
+                batch.next_seq = (seq + n - hlen) & 0xFFFFFFFF
+                if n - hlen < mss or flags & _PSH:
+                    batch.closed = True
+                    if flags & _PSH:
+                        batch.first = first[:33] + bytes((first[33] | _PSH,)) + first[34:]
+                return
+            self._emit(self._batches.pop(key))
+        elif len(self._batches) >= _MAX_FLOWS:
+            self.flush_pending()
+        new = _Batch(pkt, hlen, n - hlen, seq)
+        if flags & _PSH:
+            new.closed = True
+        self._batches[key] = new
+
+    def flush_pending(self) -> None:
+        for batch in self._batches.values():
+            self._emit(batch)
+        self._batches.clear()
+
+    def flush(self) -> list[bytes]:
+        """Every frame to write, in order per flow; the coalescer is empty afterwards."""
+        self.flush_pending()
+        out, self._out = self._out, []
+        return out
+
+    def _emit(self, batch: _Batch) -> None:
+        first = batch.first
+        if len(batch.payloads) == 1:
+            self._out.append(PLAIN_VNET_HDR + first)
+            return
+        hlen = batch.hlen
+        total = hlen + sum(map(len, batch.payloads))
+        ip = bytearray(first[:20])
+        ip[2:4] = total.to_bytes(2, "big")
+        ip[10] = ip[11] = 0
+        ip[10:12] = internet_checksum(ip).to_bytes(2, "big")  # the stack checks the super-packet's IP header
+        tcp = bytearray(first[20:hlen])
+        # NEEDS_CSUM contract (virtio 1.x §5.1.6.2): the checksum field holds the pseudo-header sum, uncomplemented;
+        # the kernel adds the segment bytes and complements (RFC 793 §3.1 / RFC 1071) for each segment it cuts.
+        pseudo = (first[12] << 8 | first[13]) + (first[14] << 8 | first[15]) + (first[16] << 8 | first[17])
+        pseudo += (first[18] << 8 | first[19]) + _TCP + (total - 20)
+        while pseudo > 0xFFFF:
+            pseudo = (pseudo & 0xFFFF) + (pseudo >> 16)
+        tcp[16:18] = pseudo.to_bytes(2, "big")
+        vnet = VNET_HDR.pack(VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, hlen, batch.mss, 20, 16)
+        self._out.append(b"".join((vnet, ip, tcp, *batch.payloads)))
+
+
+def split_gro(data: bytes, gso_size: int) -> list[bytes]:
+    """The datagrams of one UDP GRO receive: ``gso_size`` bytes each, the last one possibly shorter."""
+    if gso_size <= 0 or gso_size >= len(data):
+        return [data]
+    return [data[i : i + gso_size] for i in range(0, len(data), gso_size)]
+
+
+def gro_size(ancdata: list[tuple[int, int, bytes]]) -> int:
+    """The gso_size a UDP_GRO control message reports (0 when the datagram came alone)."""
+    for level, kind, value in ancdata:
+        if level == SOL_UDP and kind == UDP_GRO and len(value) >= 4:
+            return int(_INT.unpack_from(value)[0])  # the kernel puts an int (udp_cmsg_recv)
+    return 0
+
+
+class GsoRuns:
+    """Groups outgoing ESP-in-UDP datagrams into runs one ``sendmsg`` with ``UDP_SEGMENT`` can carry:
+    same destination, equal size, except that the last datagram of a run may be shorter (it then ends the run)."""
+
+    __slots__ = ("dest", "size", "parts", "total")
+
+    def __init__(self) -> None:
+        self.dest: tuple[str, int] | None = None
+        self.size = 0
+        self.parts: list[bytes] = []
+        self.total = 0
+
+    def fits(self, payload: bytes, dest: tuple[str, int]) -> bool:
+        """Whether ``payload`` may join the current run (otherwise flush the run first)."""
+        n = len(payload)
+        return (
+            dest == self.dest
+            and n <= self.size
+            and self.total + n <= GSO_MAX_BYTES
+            and len(self.parts) < GSO_MAX_SEGMENTS
+            and self.total % self.size == 0  # no shorter datagram so far
+        )
+
+    def add(self, payload: bytes, dest: tuple[str, int]) -> None:
+        if not self.parts:
+            self.dest = dest
+            self.size = len(payload)
+        self.parts.append(payload)
+        self.total += len(payload)
+
+    def take(self) -> tuple[bytes, int, tuple[str, int]] | None:
+        """(the joined datagrams, gso_size, destination) and an empty run; None when the run is empty."""
+        if not self.parts or self.dest is None:
+            return None
+        run = (self.parts[0] if len(self.parts) == 1 else b"".join(self.parts), self.size, self.dest)
+        self.parts = []
+        self.total = 0
+        self.dest = None
+        return run
