@@ -7,6 +7,7 @@ Why one thread and epoll, draining each descriptor until EAGAIN: on these 2-vCPU
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import select
@@ -21,11 +22,22 @@ from labctl.gateway.config import GatewayConfig
 from labctl.gateway.control import ControlConnection, listen
 from labctl.gateway.ipsec.dataplane import Bypass, IpSend, UdpSend
 from labctl.gateway.keying import Keying
+from labctl.gateway.offload import (
+    PLAIN_VNET_HDR,
+    SOL_UDP,
+    UDP_SEGMENT,
+    VNET_HDR_LEN,
+    GsoRuns,
+    TcpCoalescer,
+    gro_size,
+    split_gro,
+)
 from labctl.gateway.tun import open_tun
 
 log = logging.getLogger("labctl.gateway")
 
-READ_SIZE = 2048  # one MTU-sized packet; a 64 KB buffer costs more in allocation than it saves
+READ_SIZE = 2048 + VNET_HDR_LEN  # one MTU-sized packet; a 64 KB buffer costs more in allocation than it saves
+GRO_CMSG_SPACE = socket.CMSG_SPACE(4)
 UDP_READ_SIZE = 65535
 NON_ESP_MARKER = b"\x00\x00\x00\x00"
 IKE_PORT = 500
@@ -49,7 +61,10 @@ class Gateway:
     def setup(self) -> None:
         cfg = self.cfg
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
-        self.tun = open_tun(cfg.tun.name)
+        self.tun = open_tun(cfg.tun.name, vnet_hdr=True)
+        self.coalescer = TcpCoalescer()
+        self.gso_runs = GsoRuns()
+        self.udp_gso = True  # cleared if the kernel refuses UDP_SEGMENT
         netsetup.apply(
             netsetup.RoutingPlan(
                 tun=self.tun.name,
@@ -65,7 +80,7 @@ class Gateway:
         self.esp_in = sockets.raw_receiver(sockets.IPPROTO_ESP)
         self.ah_in = sockets.raw_receiver(sockets.IPPROTO_AH)
         self.udp500 = sockets.udp_socket(cfg.local, IKE_PORT, cfg.fwmark)
-        self.udp4500 = sockets.udp_socket(cfg.local, NATT_PORT, cfg.fwmark)
+        self.udp4500 = sockets.udp_socket(cfg.local, NATT_PORT, cfg.fwmark, gro=True)
         self.control = listen(cfg.control_socket)
         self._register(self.tun.fd, self._on_tun)
         self._register(self.esp_in.fileno(), lambda: self._on_raw(self.esp_in))
@@ -117,34 +132,72 @@ class Gateway:
         outbound = self.dp.outbound
         now = time.monotonic()
         send_ip = self.raw_out.sendto
-        send_udp = self.udp4500.sendto
+        runs = self.gso_runs
         while True:
             try:
-                pkt = os.read(fd, READ_SIZE)
+                frame = os.read(fd, READ_SIZE)
             except BlockingIOError:
                 break
             except InterruptedError:
                 continue
-            res = outbound(pkt, now)
+            res = outbound(frame[VNET_HDR_LEN:], now)  # no TUNSETOFFLOAD: the virtio header is always empty
             try:
                 if type(res) is UdpSend:
-                    send_udp(res.payload, (res.dst, res.dport))
+                    # Equal-size datagrams to one peer leave in one UDP_SEGMENT sendmsg (offload.GsoRuns).
+                    dest = (res.dst, res.dport)
+                    if not runs.fits(res.payload, dest):
+                        self._send_run()
+                    runs.add(res.payload, dest)
                 elif type(res) is IpSend or type(res) is Bypass:
                     # The kernel routes the outer packet by its destination; our fwmark keeps it out of the TUN.
                     send_ip(res.packet, (_dst_of(res.packet), 0))
             except OSError:
                 self.drops["send_errors"] += 1
+        self._send_run()
+
+    def _send_run(self) -> None:
+        run = self.gso_runs.take()
+        if run is None:
+            return
+        data, size, dest = run
+        sock = self.udp4500
+        try:
+            if len(data) <= size:
+                sock.sendto(data, dest)
+                return
+            if self.udp_gso:
+                sock.sendmsg([data], [(SOL_UDP, UDP_SEGMENT, size.to_bytes(2, "little"))], 0, dest)
+                return
+        except OSError as exc:
+            if exc.errno not in (errno.EINVAL, errno.EIO, errno.EOPNOTSUPP, errno.ENOPROTOOPT):
+                self.drops["send_errors"] += 1
+                return
+            self.udp_gso = False  # an old kernel or a device without GSO support: one datagram per send
+        for i in range(0, len(data), size):
+            try:
+                sock.sendto(data[i : i + size], dest)
+            except OSError:
+                self.drops["send_errors"] += 1
 
     def _write_tun(self, pkt: bytes) -> None:
         try:
-            os.write(self.tun.fd, pkt)
+            os.write(self.tun.fd, PLAIN_VNET_HDR + pkt)
         except OSError:
             self.drops["tun_write_errors"] += 1
+
+    def _flush_tun(self) -> None:
+        """Write what the coalescer gathered during one drain of a receive socket (offload.TcpCoalescer)."""
+        fd = self.tun.fd
+        for frame in self.coalescer.flush():
+            try:
+                os.write(fd, frame)
+            except OSError:
+                self.drops["tun_write_errors"] += 1
 
     def _on_raw(self, sock: socket.socket) -> None:
         dp = self.dp
         now = time.monotonic()
-        write = self._write_tun
+        add = self.coalescer.add
         while True:
             try:
                 pkt = sock.recv(UDP_READ_SIZE)
@@ -152,27 +205,44 @@ class Gateway:
                 break
             plain = dp.inbound_ip(pkt, now)
             if plain is not None:
-                write(plain)
+                add(plain)
+        self._flush_tun()
 
     def _on_udp(self, sock: socket.socket, port: int) -> None:
+        if port == NATT_PORT:
+            self._on_udp4500(sock)
+            return
         now = time.monotonic()
         while True:
             try:
                 data, (src, sport) = sock.recvfrom(UDP_READ_SIZE)
             except BlockingIOError:
                 break
-            if port == NATT_PORT:
-                if data[:4] == NON_ESP_MARKER:
-                    # RFC 3948 §2.2: IKE on port 4500 is prefixed with four zero bytes.
-                    self.keying.receive_ike(data[4:], (src, sport), (self.cfg.local, port), now)
-                    continue
-                if data == b"\xff":
-                    continue  # RFC 3948 §2.3: NAT keepalive
-                plain = self.dp.inbound_udp(data, src, sport, self.cfg.local, port, now)
-                if plain is not None:
-                    self._write_tun(plain)
-                continue
             self.keying.receive_ike(data, (src, sport), (self.cfg.local, port), now)
+
+    def _on_udp4500(self, sock: socket.socket) -> None:
+        now = time.monotonic()
+        inbound = self.dp.inbound_udp
+        add = self.coalescer.add
+        local = self.cfg.local
+        while True:
+            try:
+                data, anc, _flags, (src, sport) = sock.recvmsg(UDP_READ_SIZE, GRO_CMSG_SPACE)
+            except BlockingIOError:
+                break
+            # UDP GRO may hand over several datagrams of one sender at once, cut at gso_size (offload.split_gro).
+            size = gro_size(anc) if anc else 0
+            for dgram in split_gro(data, size) if size else (data,):
+                if dgram[:4] == NON_ESP_MARKER:
+                    # RFC 3948 §2.2: IKE on port 4500 is prefixed with four zero bytes.
+                    self.keying.receive_ike(dgram[4:], (src, sport), (local, NATT_PORT), now)
+                    continue
+                if dgram == b"\xff":
+                    continue  # RFC 3948 §2.3: NAT keepalive
+                plain = inbound(dgram, src, sport, local, NATT_PORT, now)
+                if plain is not None:
+                    add(plain)
+        self._flush_tun()
 
     def _send_udp(self, payload: bytes, dst: str, dport: int, sport: int = NATT_PORT) -> None:
         sock = self.udp4500 if sport == NATT_PORT else self.udp500
