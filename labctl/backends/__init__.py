@@ -5,8 +5,6 @@
 
 from __future__ import annotations
 
-import importlib
-
 from labctl.backends.base import Backend, BackendError, BackendUnavailable
 
 BACKEND_NAMES = ("netns", "docker")
@@ -19,16 +17,9 @@ def get_backend(name: str) -> Backend:
 
         return NetnsBackend()
     if name == "docker":
-        try:
-            module = importlib.import_module("labctl.backends.docker")
-        except ModuleNotFoundError as exc:
-            if exc.name != "labctl.backends.docker":
-                raise
-            raise BackendUnavailable(
-                "the Docker backend is not part of this version of labctl yet; use --backend netns"
-            ) from None
-        backend: Backend = module.DockerBackend()
-        return backend
+        from labctl.backends.docker import DockerBackend
+
+        return DockerBackend()
     raise BackendError(f"unknown backend {name!r}; expected one of {', '.join(CHOICES)}")
 
 
