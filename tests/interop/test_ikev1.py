@@ -77,21 +77,26 @@ def test_identity_on_the_wire(lab: Lab, mode: str) -> None:
     cap = lab.capture()
     pair = start_pair(lab, Scenario(version=1, ike_mode=mode))  # type: ignore[arg-type]
     pair.ping_both_ways()
+    keys = pair.ours.dir / "state" / "keys"
+    esp_keys = [x for line in (keys / "esp_sa").read_text().splitlines() for x in ("-o", f"uat:esp_sa:{line}")]
+    ike_keys = [x for line in (keys / "ikev1_decryption_table").read_text().splitlines()
+                for x in ("-o", f"uat:ikev1_decryption_table:{line}")]
     pcap = cap.stop()
     a = lab.topo.addr
     clear_ids = {row[0] for row in tshark_fields(pcap, "isakmp.id.data.ipv4_addr", ["isakmp.id.data.ipv4_addr"])}
     # The payload is really there: with the key table our gateway wrote, tshark finds it in MM5/MM6 too.
-    table = (pair.ours.dir / "state" / "keys" / "ikev1_decryption_table").read_text().split()
-    uat = [f"uat:ikev1_decryption_table:{row}" for row in table]
-    opts = [x for u in uat for x in ("-o", u)]
     decrypted_ids = {row[0] for row in tshark_fields(
-        pcap, "isakmp.id.data.ipv4_addr && isakmp.exchangetype == 2", ["isakmp.id.data.ipv4_addr"], opts)}
+        pcap, "isakmp.id.data.ipv4_addr && isakmp.exchangetype == 2", ["isakmp.id.data.ipv4_addr"], ike_keys)}
     esp = tshark_fields(pcap, "esp", ["esp.spi"])
     plain_icmp = tshark_fields(pcap, f"icmp && ip.src == {a.host_a}", ["ip.src"])
+    # Our exported ESP keys let tshark open strongSwan's packets and ours (both directions' SAs are listed).
+    inner_icmp = tshark_fields(pcap, "esp && icmp", ["ip.src"],
+                               ["-o", "esp.enable_encryption_decode:TRUE", *esp_keys])
     print(f"\n{mode}: identities readable without keys: {sorted(clear_ids) or 'none'}; "
           f"with the key table: {sorted(decrypted_ids) or 'none'}; ESP packets: {len(esp)}")
     assert len(esp) >= 12, f"expected the 12 pings as ESP on the internet link, saw {len(esp)}"
     assert not plain_icmp
+    assert len(inner_icmp) >= 12, f"tshark decrypted {len(inner_icmp)} ESP packets with our esp_sa table"
     if mode == "aggressive":
         assert {a.gw_a, a.gw_b} <= clear_ids
     else:
