@@ -102,3 +102,13 @@ def test_identity_on_the_wire(lab: Lab, mode: str) -> None:
     else:
         assert not clear_ids
         assert {a.gw_a, a.gw_b} <= decrypted_ids
+
+
+@pytest.mark.parametrize(("ike", "esp"), [("aes256-sha384-ecp256", "aes128gcm16-ecp256"),
+                                          ("aes128-sha1-modp3072", "aes256-sha512")],
+                         ids=["sha384-ecp256-gcm-pfs", "sha1-modp3072-cbc-sha512"])
+@pytest.mark.parametrize("initiator", ["a", "b"], ids=["ours-initiates", "strongswan-initiates"])
+def test_other_algorithms(lab: Lab, ike: str, esp: str, initiator: str) -> None:
+    pair = start_pair(lab, Scenario(version=1, ike_proposal=ike, esp_proposal=esp,
+                                    initiator=initiator))  # type: ignore[arg-type]
+    pair.ping_both_ways()
