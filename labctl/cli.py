@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import time
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -15,7 +16,9 @@ from rich.table import Table
 from labctl import __version__
 from labctl.backends import CHOICES as BACKEND_CHOICES
 from labctl.backends.base import BackendError, LabStatus
+from labctl.lab.gateways import gateway_nodes, list_sas, wait_established
 from labctl.lab.lifecycle import backend_of, down_lab, up_lab
+from labctl.lab.model import Plan
 from labctl.lab.naming import check_name
 from labctl.lab.state import LabExistsError, LabState, all_labs
 from labctl.topology.catalog import resolve_topology, shipped_topologies
@@ -24,6 +27,7 @@ from labctl.topology.graph import FORMATS as GRAPH_FORMATS
 from labctl.topology.graph import render_graph
 from labctl.topology.load import load_topology
 from labctl.topology.model import Topology
+from labctl.topology.variants import parse_assignment
 
 app = typer.Typer(
     help="A virtual IPsec lab: build topologies of hosts, routers and IPsec gateways on network namespaces "
@@ -32,7 +36,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console(soft_wrap=True)
+# Tables are read in CI logs as much as in terminals: give them room when there is no terminal to ask.
+out = Console(soft_wrap=True, width=None if os.isatty(1) else 160)
 err = Console(stderr=True, soft_wrap=True)
 
 EXIT_ERROR = 1
@@ -50,9 +55,10 @@ def _require_root(action: str) -> None:
               f"run it as root, e.g. `sudo labctl {action} ...`.", EXIT_NOT_ROOT)
 
 
-def _load(spec: str) -> Topology:
+def _load(spec: str, variant: str | None = None, assignments: list[str] | None = None) -> Topology:
     try:
-        return load_topology(resolve_topology(spec))
+        parsed = [parse_assignment(a) for a in assignments or ()]
+        return load_topology(resolve_topology(spec), variant, parsed)
     except FileNotFoundError as exc:
         _fail(str(exc))
     except TopologyError as exc:
@@ -107,11 +113,16 @@ def up(
     topology: Annotated[str, typer.Argument(help="A shipped topology name (see `labctl list`) or a YAML file path.")],
     backend: Annotated[str, typer.Option(help=f"Where to build the lab: {' | '.join(BACKEND_CHOICES)}.")] = "auto",
     name: Annotated[str | None, typer.Option("--name", help="Lab name (default: the topology's name).")] = None,
+    variant: Annotated[str | None, typer.Option("--variant", "-v", help="A variant defined in the topology file "
+                                                "(see `labctl list --variants`).")] = None,
+    assign: Annotated[list[str] | None, typer.Option("--set", help="Override one field, PATH=VALUE "
+                                                     "(e.g. tunnels.s2s.encap=true); repeatable.")] = None,
+    wait: Annotated[float, typer.Option(help="Seconds to wait for the tunnels to be established (0: don't).")] = 20.0,
 ) -> None:
-    """Build a lab from a topology and start its node programs."""
+    """Build a lab from a topology, start its node programs and wait for its IPsec tunnels."""
     if backend not in BACKEND_CHOICES:
         _fail(f"unknown backend {backend!r}; expected one of: {', '.join(BACKEND_CHOICES)}", EXIT_NOT_ROOT)
-    model = _load(topology)
+    model = _load(topology, variant, assign)
     _require_root("up")
     lab = name or model.name
     try:
@@ -126,6 +137,41 @@ def up(
         out.print(f"[yellow]note:[/yellow] {notice}", highlight=False)
     out.print(f"lab [bold]{lab}[/bold] is up on the {result.backend} backend in {result.seconds:.1f} s. "
               f"Try `labctl exec {lab} <node> -- <command>`; `labctl down {lab}` removes it.", highlight=False)
+    if gateway_nodes(result.plan) and wait > 0:
+        _wait_for_tunnels(lab, result.plan, wait, result.seconds)
+
+
+def _wait_for_tunnels(lab: str, plan: Plan, timeout: float, up_seconds: float) -> None:
+    state = LabState(lab)
+    backend = backend_of(state)
+    started = time.monotonic()
+    with err.status("waiting for the IPsec tunnels"):
+        ok, states = wait_established(backend, state, plan, timeout)
+    waited = time.monotonic() - started
+    out.print(_sa_table(list_sas(backend, state, plan)))
+    if ok:
+        out.print(f"tunnels established {waited:.2f} s after the gateways started "
+                  f"({up_seconds + waited:.1f} s after `up` began).", highlight=False)
+        return
+    for s in states:
+        if s.state != "installed":
+            why = s.detail or "no answer from the peer yet"
+            out.print(f"[red]tunnel {s.name} on {s.node} is {s.state}:[/red] {why}", highlight=False)
+    _fail(f"the tunnels were not established within {timeout:.0f} s; the lab is left up for inspection "
+          f"(`labctl status {lab}`, `labctl logs {lab} <gateway>`, `labctl down {lab}`)")
+
+
+def _sa_table(sas: dict[str, list[dict[str, Any]]]) -> Table:
+    table = Table(title="IPsec SAs")
+    for column in ("gateway", "dir", "SPI", "protocol", "outer src -> dst", "algorithms", "encap", "packets"):
+        table.add_column(column)
+    for node, rows in sas.items():
+        for sa in rows:
+            algs = "/".join(a for a in (sa.get("encr"), sa.get("integ")) if a)
+            encap = "udp {}:{}".format(*sa["encap"]) if sa.get("encap") else "-"
+            table.add_row(node, sa.get("direction", ""), sa.get("spi", ""), f"{sa.get('protocol')} {sa.get('mode')}",
+                          f"{sa.get('src')} -> {sa.get('dst')}", algs, encap, str(sa.get("packets", "")))
+    return table
 
 
 @app.command()

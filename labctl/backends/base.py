@@ -136,6 +136,11 @@ class Backend(ABC):
     ) -> Capture:
         """Start capturing all traffic of a lab network into `pcap`; returns when the capture is running."""
 
+    def run_dir(self, state: LabState, node: str) -> Path:
+        """Where a node program's runtime files live, as seen from the host (`{run_dir}` in a program's argv):
+        the gateway's control socket and its Wireshark key tables."""
+        return state.path / "run" / node
+
     def list_labs(self) -> list[LabState]:
         """Labs in the state directory that this backend built."""
         return [lab for lab in all_labs() if lab.backend == self.name]

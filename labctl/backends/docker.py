@@ -49,6 +49,7 @@ from labctl.backends.docker_spec import (
     NetworkSpec,
     SpecError,
     container_name,
+    container_run_dir,
     container_spec,
     network_specs,
     program_argv,
@@ -352,7 +353,7 @@ class DockerBackend(Backend):
         log = state.log_path(node, program.name)
         log.parent.mkdir(exist_ok=True)
         inner_log = f"{LOG_DIR}/{log.name}"
-        argv = program_argv(program)
+        argv = program_argv(program, container_run_dir(node))
         # `exec` keeps one process: the pid Docker reports is the program itself.
         shell = ['sh', '-c', f'exec "$0" "$@" >>{inner_log} 2>&1 </dev/null', *argv]
         api = self.client.api
@@ -383,6 +384,9 @@ class DockerBackend(Backend):
         top = self._running(state, node).top()
         column = top["Titles"].index("PID")
         return [int(row[column]) for row in top.get("Processes") or []]
+
+    def run_dir(self, state: LabState, node: str) -> Path:
+        return state.path / "logs" / f"run-{node}"
 
     def logs(self, state: LabState, node: str, tail: int | None = None) -> str:
         """The container's own output (its entry point's set-up lines) followed by its programs' logs."""

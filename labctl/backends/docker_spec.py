@@ -172,9 +172,15 @@ def container_spec(plan: Plan, node: NodePlan) -> ContainerSpec:
     )
 
 
-def program_argv(program: ProgramPlan) -> list[str]:
+def container_run_dir(node: str) -> str:
+    """A node program's runtime directory inside the container: under the read-write log mount, so the host
+    reaches the gateway's control socket and key tables there."""
+    return f"{LOG_DIR}/run-{node}"
+
+
+def program_argv(program: ProgramPlan, run_dir: str = "/run/labctl") -> list[str]:
     """The program's command line inside a container: files in NODE_DIR, host interpreter paths mapped."""
-    argv = [arg.replace("{node_dir}", NODE_DIR) for arg in program.argv]
+    argv = [arg.replace("{node_dir}", NODE_DIR).replace("{run_dir}", run_dir) for arg in program.argv]
     # The plan names the host's interpreter (e.g. sys.executable); in an image it is the one on PATH
     # (the gateway image puts its venv first).
     if argv and "/" in argv[0] and re.fullmatch(r"python3?(\.\d+)?", argv[0].rsplit("/", 1)[1]):

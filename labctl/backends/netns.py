@@ -277,7 +277,8 @@ class NetnsBackend(Backend):
         namespace = self._node_namespace(state, node)
         node_dir = write_program_files(state, node, program)
         log = state.log_path(node, program.name)
-        argv = [arg.replace("{node_dir}", str(node_dir)) for arg in program.argv]
+        run_dir = self.run_dir(state, node)
+        argv = [arg.replace("{node_dir}", str(node_dir)).replace("{run_dir}", str(run_dir)) for arg in program.argv]
         with open(log, "ab") as log_file:
             try:
                 child = subprocess.Popen(

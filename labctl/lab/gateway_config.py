@@ -40,10 +40,14 @@ class RenderedGateway:
         return FilePlan(CONFIG_FILE, json.dumps(self.config, indent=2) + "\n", 0o600)
 
 
-def _key(given: str | None, length: int) -> str:
-    if given is not None:
-        return given.lower().removeprefix("0x").replace(":", "")
-    return secrets.token_bytes(length).hex()
+def _key(given: str | None, length: int, what: str) -> str:
+    if given is None:
+        return secrets.token_bytes(length).hex()
+    key = given.lower().removeprefix("0x").replace(":", "")
+    if len(key) != 2 * length:
+        raise ValueError(f"{what}: expected {length} bytes ({2 * length} hex digits), got {len(key) // 2}; "
+                         "leave it out to have labctl generate one")
+    return key
 
 
 def _manual(topology: Topology, name: str, t: Tunnel, addrs: dict[Side, str]) -> dict[Side, dict[str, Any]]:
@@ -51,11 +55,12 @@ def _manual(topology: Topology, name: str, t: Tunnel, addrs: dict[Side, str]) ->
     protocols = t.protection.split("+")
     # One generated key per direction, shared by both renderings (the two ends must agree).
     keys: dict[str, dict[str, str]] = {}
-    for direction, d in (("l2r", m.left_to_right), ("r2l", m.right_to_left)):
-        keys[direction] = _direction_keys(m.encr, m.integ, m.ah_integ, d, protocols)
+    for direction, d in (("left_to_right", m.left_to_right), ("right_to_left", m.right_to_left)):
+        keys[direction] = _direction_keys(m.encr, m.integ, m.ah_integ, d, protocols,
+                                          f"tunnels.{name}.manual.{direction}")
     out: dict[Side, dict[str, Any]] = {}
     for side, other in SIDES:
-        send, recv = ("l2r", "r2l") if side == "left" else ("r2l", "l2r")
+        send, recv = ("left_to_right", "right_to_left") if side == "left" else ("right_to_left", "left_to_right")
         send_d = m.left_to_right if side == "left" else m.right_to_left
         recv_d = m.right_to_left if side == "left" else m.left_to_right
         entry: dict[str, Any] = {
@@ -88,15 +93,15 @@ def _manual(topology: Topology, name: str, t: Tunnel, addrs: dict[Side, str]) ->
 
 
 def _direction_keys(
-    encr: str, integ: str | None, ah_integ: str, d: ManualDirection, protocols: list[str]
+    encr: str, integ: str | None, ah_integ: str, d: ManualDirection, protocols: list[str], where: str
 ) -> dict[str, str]:
     keys = {"encr": "", "integ": "", "ah": ""}
     if "esp" in protocols:
-        keys["encr"] = _key(d.encr_key, encr_algorithm(encr).keymat_len)
+        keys["encr"] = _key(d.encr_key, encr_algorithm(encr).keymat_len, f"{where}.encr_key ({encr}, salt included)")
         if integ:
-            keys["integ"] = _key(d.integ_key, integ_algorithm(integ).key_len)
+            keys["integ"] = _key(d.integ_key, integ_algorithm(integ).key_len, f"{where}.integ_key ({integ})")
     if "ah" in protocols:
-        keys["ah"] = _key(d.ah_key, integ_algorithm(ah_integ).key_len)
+        keys["ah"] = _key(d.ah_key, integ_algorithm(ah_integ).key_len, f"{where}.ah_key ({ah_integ})")
     return keys
 
 

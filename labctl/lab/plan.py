@@ -89,6 +89,7 @@ def _gateway_program(gateway: RenderedGateway) -> ProgramPlan:
     package is installed); the Docker backend maps it to the image's python3."""
     return ProgramPlan(
         name="gateway",
-        argv=(sys.executable, "-m", "labctl.gateway", "run", "--config", f"{{node_dir}}/{CONFIG_FILE}"),
+        argv=(sys.executable, "-m", "labctl.gateway", "run", "--config", f"{{node_dir}}/{CONFIG_FILE}",
+              "--state-dir", "{run_dir}"),
         files=(gateway.config_file(), *gateway.files),
     )

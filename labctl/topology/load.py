@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path as FilePath
 from typing import Any
 
@@ -11,24 +12,31 @@ from labctl.lab.naming import NAME_RULE
 from labctl.topology.checks import check_topology
 from labctl.topology.errors import Issue, Path, TopologyError
 from labctl.topology.model import Topology
+from labctl.topology.variants import apply_variant
 from labctl.topology.yamlpos import KEY, Positions, load_yaml, position_of
 
 
-def load_topology(path: str | FilePath) -> Topology:
-    """Read and validate a topology file; raise TopologyError listing every problem."""
+def load_topology(
+    path: str | FilePath, variant: str | None = None, assignments: Iterable[tuple[str, Any]] = ()
+) -> Topology:
+    """Read and validate a topology file (with a variant and `--set` overrides applied); raise TopologyError
+    listing every problem."""
     file = FilePath(path)
     try:
         text = file.read_text()
     except OSError as exc:
         raise TopologyError([Issue((), f"cannot read the file: {exc.strerror}", str(file))]) from None
-    return parse_topology(text, str(file))
+    return parse_topology(text, str(file), variant, assignments)
 
 
-def parse_topology(text: str, filename: str = "<topology>") -> Topology:
+def parse_topology(
+    text: str, filename: str = "<topology>", variant: str | None = None, assignments: Iterable[tuple[str, Any]] = ()
+) -> Topology:
     data, positions = load_yaml(text, filename)
     if not isinstance(data, dict):
         raise TopologyError([Issue((), f"expected a mapping with name, networks and nodes, got {_kind(data)}",
                                    filename, 1, 1)])
+    data = apply_variant(data, variant, list(assignments), filename)
     try:
         topology = Topology.model_validate(data)
     except ValidationError as exc:

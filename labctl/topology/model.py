@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
@@ -87,6 +87,12 @@ class Node(_Strict):
     description: str = ""
 
 
+class Variant(_Strict):
+    description: str = ""
+    set: dict[str, Any] = Field(default_factory=dict)
+    """Dotted path -> value, e.g. {"tunnels.s2s.protection": "ah"}."""
+
+
 class Topology(_Strict):
     name: Name
     description: str = ""
@@ -94,3 +100,5 @@ class Topology(_Strict):
     nodes: dict[Name, Node] = Field(min_length=1)
     tunnels: dict[Name, Tunnel] = Field(default_factory=dict)
     """IPsec between two nodes (see `labctl.topology.tunnels`); gateways' configs are rendered from them."""
+    variants: dict[Name, Variant] = Field(default_factory=dict)
+    """Named sets of overrides (see `labctl.topology.variants`), applied before validation."""

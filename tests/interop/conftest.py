@@ -1,4 +1,7 @@
-"""Fixtures for the strongSwan interop tests: a fresh four-namespace lab per test, always cleaned up."""
+"""Fixtures for the strongSwan interop tests: a fresh four-namespace lab per test, always cleaned up.
+
+A missing charon/swanctl/tshark fails the test with the install command (CI installs them); it never skips.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +9,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from strongswan import Lab
+from strongswan import HarnessError, Lab, require_tools
 
 
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[Lab]:
+    try:
+        require_tools()
+    except HarnessError as exc:
+        pytest.fail(str(exc), pytrace=False)
     lab = Lab(workdir=tmp_path)
     try:
         lab.build()

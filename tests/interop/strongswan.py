@@ -80,10 +80,11 @@ def wait_for(what: str, predicate: Callable[[], Any], timeout: float, logs: Call
         time.sleep(interval)
 
 
-def _stop_pid(proc: subprocess.Popen[Any], timeout: float = 5.0) -> None:
+def _stop_pid(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 5.0) -> None:
+    """Signal one process we started (by its pid), then kill it if it does not go in time."""
     if proc.poll() is not None:
         return
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     try:
         proc.wait(timeout)
     except subprocess.TimeoutExpired:
@@ -223,13 +224,7 @@ class BackgroundPing:
     log: Path
 
     def stop(self) -> PingResult:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)  # ping prints its statistics on SIGINT
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        _stop_pid(self.proc, signal.SIGINT)  # ping prints its statistics on SIGINT
         return PingResult.parse(tail(self.log, 10))
 
     def lost_sequences(self) -> list[int]:
@@ -248,13 +243,7 @@ class Capture:
 
     def stop(self) -> Path:
         time.sleep(0.2)  # let the last packets reach the file (-U flushes per packet)
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        _stop_pid(self.proc, signal.SIGINT)
         return self.pcap
 
 
@@ -266,27 +255,54 @@ def tshark_fields(pcap: Path, display_filter: str, fields: Iterable[str], extra:
     return [line.split("|") for line in res.stdout.splitlines() if line.strip()]
 
 
+# --- the two kinds of gateway ---------------------------------------------------------------------------------
+class _GatewayProcess:
+    """What both kinds of gateway share: a process started in a namespace, and a log to show on failure."""
+
+    label = "gateway"
+
+    def __init__(self, topo: Topology, role: str, log: Path) -> None:
+        self.topo = topo
+        self.role = role
+        self.log = log
+        self.proc: subprocess.Popen[Any] | None = None
+
+    def logs(self, lines: int = 40) -> str:
+        return f"--- {self.label} {self.topo.ns(self.role)} ({self.log}) ---\n{tail(self.log, lines)}"
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _stop_pid(self.proc)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
 # --- strongSwan ------------------------------------------------------------------------------------------------
 CHARON_LOG_LEVELS = "\n            ".join(("default = 1", "ike = 2", "cfg = 2", "knl = 1", "net = 1", "enc = 1"))
 
 
-class Charon:
+class Charon(_GatewayProcess):
     """One charon in one namespace, with its own config directory, vici socket and /run."""
 
+    label = "charon"
+
     def __init__(self, topo: Topology, role: str, workdir: Path, charon_options: str = "") -> None:
-        self.topo = topo
-        self.role = role
         self.dir = workdir / f"charon-{role}"
+        super().__init__(topo, role, self.dir / "charon.log")
         self.run_dir = self.dir / "run"
         self.swanctl_dir = self.dir / "swanctl"
         for sub in ("x509", "x509ca", "private", "conf.d"):
             (self.swanctl_dir / sub).mkdir(parents=True, exist_ok=True)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.log = self.dir / "charon.log"
         self.vici = self.dir / "charon.vici"
         self.conf = self.dir / "strongswan.conf"
         self.charon_options = charon_options
-        self.proc: subprocess.Popen[Any] | None = None
 
     @property
     def uri(self) -> str:
@@ -383,30 +399,19 @@ swanctl {{
                 current = False
         return spis
 
-    def logs(self, lines: int = 40) -> str:
-        return f"--- charon {self.topo.ns(self.role)} ({self.log}) ---\n{tail(self.log, lines)}"
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            _stop_pid(self.proc)
-
 
 # --- our gateway -----------------------------------------------------------------------------------------------
-class OurGateway:
+class OurGateway(_GatewayProcess):
     """Our gateway (`python -m labctl.gateway run`) in one namespace, with its JSON config and control socket."""
 
+    label = "our gateway"
+
     def __init__(self, topo: Topology, role: str, workdir: Path, config: dict[str, Any]) -> None:
-        self.topo = topo
-        self.role = role
         self.dir = workdir / f"ours-{role}"
         self.dir.mkdir(parents=True, exist_ok=True)
+        super().__init__(topo, role, self.dir / "gateway.log")
         self.config = {**config, "state_dir": str(self.dir / "state")}
         self.config_path = self.dir / "gateway.json"
-        self.log = self.dir / "gateway.log"
-        self.proc: subprocess.Popen[Any] | None = None
 
     @property
     def socket(self) -> Path:
@@ -455,20 +460,6 @@ class OurGateway:
         return {int(s["spi"], 0) if isinstance(s["spi"], str) else int(s["spi"])
                 for s in self.sas() if s.get("direction") == "in"}
 
-    def logs(self, lines: int = 40) -> str:
-        return f"--- our gateway {self.topo.ns(self.role)} ({self.log}) ---\n{tail(self.log, lines)}"
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            _stop_pid(self.proc)
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
 
 
 # --- a lab: topology + the two gateways, cleaned up as one ---------------------------------------------------
