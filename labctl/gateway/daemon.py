@@ -317,6 +317,7 @@ class Gateway:
             "name": self.cfg.name,
             "pid": os.getpid(),
             "uptime": round(time.time() - self.started, 1),
+            "clock": time.monotonic(),  # the time base of the engines' *_at fields
             "local": self.cfg.local,
             "tun": self.tun.name,
             "io_drops": dict(self.drops),
