@@ -16,7 +16,8 @@ from rich.table import Table
 from labctl import __version__
 from labctl.backends import CHOICES as BACKEND_CHOICES
 from labctl.backends.base import BackendError, LabStatus
-from labctl.lab.gateways import gateway_nodes, list_sas, wait_established
+from labctl.lab import gateway_view
+from labctl.lab.gateways import gateway_nodes, list_sas, query, wait_established
 from labctl.lab.lifecycle import backend_of, down_lab, up_lab
 from labctl.lab.model import Plan
 from labctl.lab.naming import check_name
@@ -206,14 +207,29 @@ def status(
     state = _state(lab)
     if not state.exists():
         _fail(f"lab {lab} is not up")
+    backend = backend_of(state)
     try:
-        result = backend_of(state).status(state)
+        result = backend.status(state)
     except BackendError as exc:
         _fail(str(exc))
+    plan = state.plan()
+    gateways: dict[str, dict[str, Any]] = {}
+    errors: dict[str, str] = {}
+    for node in gateway_nodes(plan) if plan else []:
+        reply = query(backend, state, node)
+        if reply.get("ok"):
+            gateways[node] = reply["gateway"]
+        else:
+            errors[node] = str(reply.get("error"))
     if as_json:
-        _json(dataclasses.asdict(result))
-    else:
-        out.print(_status_table(result))
+        _json({**dataclasses.asdict(result), "gateways": gateways, "gateway_errors": errors})
+        return
+    out.print(_status_table(result))
+    if gateways:
+        out.print(gateway_view.ike_table(gateways))
+        out.print(gateway_view.ipsec_table(gateways))
+    for line in gateway_view.problems(gateways, errors):
+        out.print(f"[yellow]{line}[/yellow]", highlight=False)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

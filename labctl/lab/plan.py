@@ -12,9 +12,7 @@ import sys
 from labctl.lab.gateway_config import CONFIG_FILE, RenderedGateway, render_gateways
 from labctl.lab.model import InterfacePlan, NetworkPlan, NodePlan, Plan, ProgramPlan, RoutePlan
 from labctl.lab.naming import check_name
-from labctl.topology.model import Interface, Node, Topology
-
-FORWARDING_KINDS = frozenset({"router", "gateway"})
+from labctl.topology.model import FORWARDING_KINDS, Interface, Node, Topology
 
 
 def make_plan(topology: Topology, lab: str | None = None) -> Plan:
@@ -30,6 +28,12 @@ def make_plan(topology: Topology, lab: str | None = None) -> Plan:
         f"gateway {node.name} has no IPsec configured yet: nothing is protected or tunnelled through it"
         for node in nodes
         if node.kind == "gateway" and node.name not in gateways
+    ) + tuple(
+        # RFC 2409 §5.4 / RFC 7296 Appendix A: an observer of Aggressive Mode can test PSK guesses offline.
+        f"tunnel {name} uses IKEv1 Aggressive Mode with a pre-shared key: the identities travel in clear and the "
+        "PSK-derived hash can be attacked offline by anyone who sees the exchange — fine in a lab, not in production"
+        for name, t in topology.tunnels.items()
+        if t.keying == "ike" and t.ike.version == 1 and t.ike.mode == "aggressive" and t.ike.auth.method == "psk"
     )
     return Plan(
         lab=lab_name,
@@ -56,6 +60,7 @@ def _node_plan(topology: Topology, name: str, node: Node, gateway: RenderedGatew
         sysctls=_sysctls(node, has_ipv6=any(i.address6 for i in interfaces)),
         programs=tuple(ProgramPlan(p.name, tuple(p.argv), dict(p.env)) for p in node.programs)
         + ((_gateway_program(gateway),) if gateway else ()),
+        masquerade=tuple(i.name for network in node.masquerade for i in interfaces if i.network == network),
     )
 
 
