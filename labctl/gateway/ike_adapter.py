@@ -210,13 +210,23 @@ def apply_ike_event(k: Keying, ev: Any, now: float) -> bool:
                  ev.inbound.spi, ev.outbound.spi)
         return True
     if name == "ChildSaDown":
+        log.info("%s/%s: SAs in 0x%08x out 0x%08x deleted (%s)", ev.conn, ev.child, ev.spi_in, ev.spi_out, ev.reason)
         _remove(k, k.binding_for(ev.conn, ev.child), ev.spi_in, ev.spi_out)
         return True
     if name == "IpsecSaDeleted":
+        log.info("%s/%s: SAs in 0x%08x out 0x%08x deleted (%s)", ev.connection, ev.child, ev.inbound_spi,
+                 ev.outbound_spi, ev.reason)
         _remove(k, k.binding_for(ev.connection, ev.child), ev.inbound_spi, ev.outbound_spi)
         return True
-    if name in ("IkeSaUp", "IsakmpSaEstablished", "ChildSaRekeyed"):
+    if name in ("IkeSaUp", "IsakmpSaEstablished"):
+        log.info("%s: %s established (%s)", getattr(ev, "conn", None) or ev.connection,
+                 "IKE SA" if name == "IkeSaUp" else f"ISAKMP SA, {ev.mode} mode", ev.algorithms)
         return True
+    if name == "ChildSaRekeyed":
+        return True
+    if name == "SecurityWarning":
+        log.warning("%s", getattr(ev, "message", None) or getattr(ev, "reason", ev))
+        return False
     if name in ("AuthFailed", "ProposalMismatch", "PeerDead", "ChildSaFailed", "ExchangeFailed", "IkeSaDown",
                 "IsakmpSaDeleted"):
         _set_error(k, str(getattr(ev, "conn", None) or getattr(ev, "connection", "")), ev.reason)
