@@ -23,10 +23,14 @@ import ipaddress
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from labctl.gateway.l2tp_config import L2tpConfig
 
 Mode = Literal["tunnel", "transport"]
 PROTECTIONS = ("esp", "ah", "ah+esp")
+ANY = "%any"
 
 
 class ConfigError(ValueError):
@@ -125,6 +129,7 @@ class GatewayConfig:
     manual: tuple[ManualTunnel, ...] = ()
     connections: tuple[ConnectionConfig, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
+    l2tp: L2tpConfig | None = None  # L2TP/IPsec LNS or client (labctl.gateway.l2tp_config)
 
     @property
     def control_socket(self) -> Path:
@@ -307,14 +312,15 @@ def _child(o: _Obj) -> ChildConfig:
 
 def _connection(o: _Obj) -> ConnectionConfig:
     local = o.address("local")
-    remote = o.address("remote")
+    # %any: a responder for remote-access clients whose addresses are not known in advance (L2TP/IPsec).
+    remote = ANY if o.get("remote", None) == ANY else o.address("remote")
     c = ConnectionConfig(
         name=o.get("name", kind=str),
         version=o.choice("version", (1, 2), 2),
         local=local,
         remote=remote,
         local_id=o.get("local_id", local, kind=str),
-        remote_id=o.get("remote_id", remote, kind=str),
+        remote_id=o.get("remote_id", "" if remote == ANY else remote, kind=str),
         auth=_auth(o.child("auth")),
         proposals=tuple(o.get("proposals", ["aes128gcm16-prfsha256-ecp256"], kind=list)),
         children=tuple(_child(c) for c in o.children("children")),
@@ -350,6 +356,7 @@ def parse_config(data: object) -> GatewayConfig:
         table=top.get("table", 485, kind=int),
         manual=tuple(_manual(m) for m in top.children("manual")),
         connections=tuple(_connection(c) for c in top.children("connections")),
+        l2tp=_l2tp_section(top.get("l2tp", None)),
     )
     top.done()
     names = [t.name for t in cfg.manual] + [c.name for c in cfg.connections]
@@ -357,6 +364,12 @@ def parse_config(data: object) -> GatewayConfig:
     if dups:
         raise ConfigError(f"manual/connections: duplicate name(s) {', '.join(dups)}")
     return cfg
+
+
+def _l2tp_section(data: object) -> L2tpConfig | None:
+    from labctl.gateway.l2tp_config import parse_l2tp  # that module builds on _Obj above
+
+    return parse_l2tp(data)
 
 
 def _resolved(cfg: GatewayConfig, base: Path) -> GatewayConfig:
