@@ -199,3 +199,33 @@ def lab_status(state: LabState, backend: str, present: Callable[[str], bool]) ->
         nodes.append(NodeStatus(node.name, node.kind, present(node.name), addresses, programs))
     networks = {network.name: network.subnet for network in plan.networks}
     return LabStatus(state.lab, backend, plan.topology, state.phase, tuple(nodes), networks)
+
+
+NAT_TABLE = "labctl_nat"
+"""The nftables table (family ip) that holds a node's masquerade rules; one per node namespace/container."""
+
+
+def masquerade_commands(node: NodePlan) -> list[list[str]]:
+    """The `nft` commands that make `node` source-NAT what leaves through its masquerade interfaces."""
+    if not node.masquerade:
+        return []
+    commands = [
+        ["nft", "add", "table", "ip", NAT_TABLE],
+        # srcnat priority (100) in the postrouting hook: the address is rewritten after routing chose the way out.
+        ["nft", "add", "chain", "ip", NAT_TABLE, "postrouting",
+         "{ type nat hook postrouting priority srcnat ; policy accept ; }"],
+    ]
+    commands += [["nft", "add", "rule", "ip", NAT_TABLE, "postrouting", "oifname", ifname, "masquerade"]
+                 for ifname in node.masquerade]
+    return commands
+
+
+def apply_masquerade(backend: Backend, state: LabState, node: NodePlan, progress: Progress = no_progress) -> None:
+    """Install the node's masquerade rules with `nft` inside the node (both backends; Docker nodes have NET_ADMIN)."""
+    if node.masquerade:
+        progress(f"masquerading {', '.join(node.masquerade)} on {node.name}")
+    for argv in masquerade_commands(node):
+        result = backend.exec(state, node.name, argv, capture_output=True, timeout=30)
+        if result.returncode != 0:
+            raise BackendError(f"cannot set up masquerade on {node.name} ({' '.join(argv)}): "
+                               f"{(result.stderr or result.stdout).strip() or f'exit {result.returncode}'}")

@@ -36,6 +36,7 @@ from labctl.backends.base import (
     NodeStatus,
     ProgramStatus,
     Progress,
+    apply_masquerade,
     no_progress,
 )
 from labctl.backends.docker_engine import EngineUnavailable, connect
@@ -135,6 +136,8 @@ class DockerBackend(Backend):
                 self._wait_ready(spec, progress)
         except self._api_error() as exc:
             raise BackendError(f"Docker: {_explain(exc)}") from exc
+        for node in plan.nodes:
+            apply_masquerade(self, state, node, progress)
         for node in plan.nodes:
             for program in node.programs:
                 progress(f"starting {program.name} on {node.name}")

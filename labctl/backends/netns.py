@@ -29,6 +29,7 @@ from labctl.backends.base import (
     ExecResult,
     LabStatus,
     Progress,
+    apply_masquerade,
     lab_status,
     no_progress,
     planned_node,
@@ -143,6 +144,8 @@ class NetnsBackend(Backend):
             raise BackendError(f"netlink: {exc.args[-1] if exc.args else exc}") from exc
         except OSError as exc:  # e.g. a sysctl the kernel does not have
             raise BackendError(str(exc)) from exc
+        for node in plan.nodes:
+            apply_masquerade(self, state, node, progress)
         for node in plan.nodes:
             for program in node.programs:
                 progress(f"starting {program.name} on {node.name}")

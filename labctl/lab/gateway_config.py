@@ -21,6 +21,7 @@ from labctl.topology.tunnels import (
     Tunnel,
     endpoint_address,
     endpoint_network,
+    peer_sees,
     protected_subnets,
 )
 
@@ -50,7 +51,9 @@ def _key(given: str | None, length: int, what: str) -> str:
     return key
 
 
-def _manual(topology: Topology, name: str, t: Tunnel, addrs: dict[Side, str]) -> dict[Side, dict[str, Any]]:
+def _manual(
+    topology: Topology, name: str, t: Tunnel, addrs: dict[Side, str], seen: dict[Side, str]
+) -> dict[Side, dict[str, Any]]:
     m = t.manual
     protocols = t.protection.split("+")
     # One generated key per direction, shared by both renderings (the two ends must agree).
@@ -66,12 +69,12 @@ def _manual(topology: Topology, name: str, t: Tunnel, addrs: dict[Side, str]) ->
         entry: dict[str, Any] = {
             "name": name,
             "local": addrs[side],
-            "remote": addrs[other],
+            "remote": seen[other],
             "mode": t.mode,
             "protection": t.protection,
             "encap": t.encap,
             "local_ts": protected_subnets(topology, t, side) if t.mode == "tunnel" else [f"{addrs[side]}/32"],
-            "remote_ts": protected_subnets(topology, t, other) if t.mode == "tunnel" else [f"{addrs[other]}/32"],
+            "remote_ts": protected_subnets(topology, t, other) if t.mode == "tunnel" else [f"{seen[other]}/32"],
             "replay_window": m.replay_window,
             "esn": m.esn,
         }
@@ -106,7 +109,8 @@ def _direction_keys(
 
 
 def _ike(
-    lab: str, topology: Topology, name: str, t: Tunnel, addrs: dict[Side, str], ca: LabCa | None,
+    lab: str, topology: Topology, name: str, t: Tunnel, addrs: dict[Side, str], seen: dict[Side, str],
+    ca: LabCa | None,
 ) -> dict[Side, tuple[dict[str, Any], list[FilePlan]]]:
     ike = t.ike
     psk = ike.auth.psk if ike.auth.psk is not None else secrets.token_urlsafe(24)
@@ -132,7 +136,7 @@ def _ike(
         child = {
             "name": name,
             "local_ts": protected_subnets(topology, t, side) if t.mode == "tunnel" else [f"{addrs[side]}/32"],
-            "remote_ts": protected_subnets(topology, t, other) if t.mode == "tunnel" else [f"{addrs[other]}/32"],
+            "remote_ts": protected_subnets(topology, t, other) if t.mode == "tunnel" else [f"{seen[other]}/32"],
             "mode": t.mode,
             "protection": t.protection,
             "proposals": list(ike.esp_proposals),
@@ -146,7 +150,7 @@ def _ike(
             "version": ike.version,
             "ike_mode": ike.mode,
             "local": addrs[side],
-            "remote": addrs[other],
+            "remote": seen[other],
             "local_id": local_id,
             "remote_id": remote_id,
             "auth": auth,
@@ -172,10 +176,12 @@ def render_gateways(lab: str, topology: Topology) -> dict[str, RenderedGateway]:
         network = endpoint_network(topology, t)
         if network is None:
             raise ValueError(f"tunnel {name}: the two ends share no network")
+        # Each end's own address, and where the other end reaches it (different behind a NAT router).
         addrs: dict[Side, str] = {
-            "left": endpoint_address(topology, t.left, network),
+            "left": endpoint_address(topology, t.left, t.left_network or network),
             "right": endpoint_address(topology, t.right, network),
         }
+        seen: dict[Side, str] = {"left": peer_sees(topology, t, "left"), "right": addrs["right"]}
         for side, _ in SIDES:
             node = getattr(t, side)
             if node not in rendered:
@@ -188,10 +194,10 @@ def render_gateways(lab: str, topology: Topology) -> dict[str, RenderedGateway]:
                     "connections": [],
                 })
         if t.keying == "manual":
-            for side, entry in _manual(topology, name, t, addrs).items():
+            for side, entry in _manual(topology, name, t, addrs, seen).items():
                 rendered[getattr(t, side)].config["manual"].append(entry)
         else:
-            for side, (conn, files) in _ike(lab, topology, name, t, addrs, ca).items():
+            for side, (conn, files) in _ike(lab, topology, name, t, addrs, seen, ca).items():
                 rg = rendered[getattr(t, side)]
                 rg.config["connections"].append(conn)
                 rg.files += [f for f in files if f.path not in {g.path for g in rg.files}]

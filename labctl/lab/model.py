@@ -61,6 +61,8 @@ class NodePlan:
     routes: tuple[RoutePlan, ...] = ()
     sysctls: dict[str, str] = field(default_factory=dict)
     programs: tuple[ProgramPlan, ...] = ()
+    masquerade: tuple[str, ...] = ()
+    """Interfaces whose outgoing traffic is source-NATed (nftables masquerade), applied after the node exists."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,7 @@ def plan_from_dict(data: dict[str, Any]) -> Plan:
             routes=tuple(RoutePlan(**r) for r in n.get("routes", ())),
             sysctls=dict(n.get("sysctls", {})),
             programs=tuple(program(p) for p in n.get("programs", ())),
+            masquerade=tuple(n.get("masquerade", ())),
         )
 
     return Plan(

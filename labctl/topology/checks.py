@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from ipaddress import IPv4Interface, IPv4Network, IPv6Interface, IPv6Network
 
 from labctl.topology.errors import Issue, Path, format_path
-from labctl.topology.model import Node, Topology
+from labctl.topology.model import FORWARDING_KINDS, Node, Topology
 from labctl.topology.tunnels import check_tunnels
 from labctl.topology.yamlpos import KEY
 
@@ -83,6 +83,14 @@ def _check_node(
             else:
                 yield from _check_address(IPv6Interface(iface.address6), iface.address6, subnet6, iface.network,
                                           ipath + ("address6",), owners)
+    for index, network in enumerate(node.masquerade):
+        if node.kind not in FORWARDING_KINDS:
+            yield Issue(path + ("masquerade", index), f"masquerade needs a node that forwards (router or gateway), "
+                        f"but {name} is a {node.kind}")
+        elif network not in networks_seen:
+            attached = ", ".join(networks_seen) or "none"
+            yield Issue(path + ("masquerade", index), f"{name} has no interface on {network!r}; expected one of the "
+                        f"networks it is attached to: {attached}")
     program_names: set[str] = set()
     for index, program in enumerate(node.programs):
         if program.name in program_names:

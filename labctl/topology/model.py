@@ -16,6 +16,8 @@ from labctl.lab.naming import NAME_PATTERN
 from labctl.topology.tunnels import Tunnel
 
 NODE_KINDS = ("host", "router", "gateway")
+FORWARDING_KINDS = frozenset({"router", "gateway"})
+"""Node kinds that forward between their networks (IP forwarding on; they may masquerade)."""
 
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 # Linux interface names: at most 15 characters (IFNAMSIZ - 1), no '/' or whitespace.
@@ -84,6 +86,9 @@ class Node(_Strict):
     gateway6: NextHop | None = None
     routes: list[Route] = Field(default_factory=list)
     programs: list[Program] = Field(default_factory=list)
+    masquerade: list[str] = Field(default_factory=list)
+    """Networks whose outgoing traffic this router source-NATs to its own address (nftables masquerade),
+    e.g. `[internet]` for a home router in front of a LAN; checked in `labctl.topology.checks`."""
     description: str = ""
 
 

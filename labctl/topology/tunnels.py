@@ -9,6 +9,7 @@ selectors or algorithms.
         left: gw-a                  # initiator
         right: gw-b
         network: internet           # the network whose addresses carry IKE/ESP (default: the one both share)
+        left_network: home          # NAT-T: left is on this network, behind a router masquerading `network`
         left_subnets: [10.1.0.0/24] # tunnel mode: what each side protects (default: its other networks)
         right_subnets: [10.2.0.0/24]
         mode: tunnel                # tunnel | transport
@@ -103,6 +104,9 @@ class Tunnel(_Strict):
     left: str
     right: str
     network: str | None = None
+    left_network: str | None = None
+    """NAT-T: the left end sits on this network behind a router that masquerades `network` (see
+    `nat_router`); it speaks from its own address there and the right end sees it at the router's."""
     left_subnets: list[Prefix] | None = None
     right_subnets: list[Prefix] | None = None
     mode: Literal["tunnel", "transport"] = "tunnel"
@@ -128,6 +132,30 @@ def endpoint_network(topology: Topology, tunnel: Tunnel) -> str | None:
     return common[0] if common else None
 
 
+def nat_router(topology: Topology, tunnel: Tunnel) -> str | None:
+    """The router between `left_network` and `network` that masquerades `network`; None when there is none."""
+    if tunnel.left_network is None or tunnel.network is None:
+        return None
+    for name, node in topology.nodes.items():
+        attached = {i.network for i in node.interfaces}
+        if {tunnel.left_network, tunnel.network} <= attached and tunnel.network in node.masquerade:
+            return name
+    return None
+
+
+def peer_sees(topology: Topology, tunnel: Tunnel, side: Literal["left", "right"]) -> str:
+    """The address the other end sends to and receives from for `side`: behind a NAT, the router's address."""
+    network = endpoint_network(topology, tunnel)
+    if network is None:
+        raise KeyError(f"{tunnel.left} and {tunnel.right} share no network")
+    if side == "left" and tunnel.left_network is not None:
+        router = nat_router(topology, tunnel)
+        if router is None:
+            raise KeyError(f"no router masquerades {network} for {tunnel.left_network}")
+        return endpoint_address(topology, router, network)
+    return endpoint_address(topology, getattr(tunnel, side), network)
+
+
 def endpoint_address(topology: Topology, node: str, network: str) -> str:
     for iface in topology.nodes[node].interfaces:
         if iface.network == network:
@@ -140,8 +168,8 @@ def protected_subnets(topology: Topology, tunnel: Tunnel, side: Literal["left", 
     if explicit is not None:
         return list(explicit)
     node = tunnel.left if side == "left" else tunnel.right
-    network = endpoint_network(topology, tunnel)
-    return [topology.networks[i.network].subnet for i in topology.nodes[node].interfaces if i.network != network]
+    outside = {endpoint_network(topology, tunnel), tunnel.left_network if side == "left" else None}
+    return [topology.networks[i.network].subnet for i in topology.nodes[node].interfaces if i.network not in outside]
 
 
 def check_tunnels(topology: Topology) -> Iterator[Issue]:
@@ -164,12 +192,17 @@ def check_tunnels(topology: Topology) -> Iterator[Issue]:
         network = endpoint_network(topology, t)
         if network is None:
             yield Issue(path, f"{t.left} and {t.right} share no network; expected them on a common one "
-                        "(or set `network`)")
+                        "(or set `network`, and `left_network` for a left end behind a NAT)")
             continue
         for side in ("left", "right"):
             node_name = getattr(t, side)
-            if all(i.network != network for i in topology.nodes[node_name].interfaces):
-                yield Issue(path + ("network",), f"{node_name} has no interface on {network}")
+            own = t.left_network if side == "left" and t.left_network is not None else network
+            if all(i.network != own for i in topology.nodes[node_name].interfaces):
+                yield Issue(path + ("left_network" if own != network else "network",),
+                            f"{node_name} has no interface on {own}")
+        if t.left_network is not None and nat_router(topology, t) is None:
+            yield Issue(path + ("left_network",), f"no router joins {t.left_network} to {network} with "
+                        f"`masquerade: [{network}]`; expected one (the NAT that {t.left} sits behind)")
         if t.mode == "tunnel":
             for side in ("left", "right"):
                 if not protected_subnets(topology, t, side):  # type: ignore[arg-type]
