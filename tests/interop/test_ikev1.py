@@ -12,7 +12,7 @@ import time
 
 import pytest
 from scenarios import CHILD, Certs, Scenario, start_pair
-from strongswan import Lab, tshark_fields
+from strongswan import Lab, tshark_fields, wait_for
 
 pytestmark = [pytest.mark.interop, pytest.mark.root]
 
@@ -112,3 +112,42 @@ def test_other_algorithms(lab: Lab, ike: str, esp: str, initiator: str) -> None:
     pair = start_pair(lab, Scenario(version=1, ike_proposal=ike, esp_proposal=esp,
                                     initiator=initiator))  # type: ignore[arg-type]
     pair.ping_both_ways()
+
+
+@pytest.mark.parametrize("rekey_side", ["a", "b"], ids=["ours-renews", "strongswan-reauthenticates"])
+def test_isakmp_sa_renewal_while_pinging(lab: Lab, rekey_side: str) -> None:
+    """IKEv1 has no ISAKMP rekey exchange: a new Main Mode replaces the SA (strongSwan calls it reauth)."""
+    s = Scenario(version=1, ike_rekey=4, rekey_side=rekey_side)  # type: ignore[arg-type]
+    pair = start_pair(lab, s)
+    first = pair.ours.status()["ike"]["v1"]["isakmp_sas"][0]["initiator_cookie"]
+    ping = lab.start_ping("ha", lab.topo.addr.host_b, interval=0.05)
+    time.sleep(8)
+    result = ping.stop()
+    lost = ping.lost_sequences()
+    cookies = [sa["initiator_cookie"] for sa in pair.ours.status()["ike"]["v1"]["isakmp_sas"]]
+    print(f"\nIKEv1 ISAKMP SA renewed by {'ours' if rekey_side == 'a' else 'strongSwan'}: {result.sent} pings, "
+          f"{result.lost} lost (icmp_seq {lost}); our ISAKMP SAs {first} -> {cookies}")
+    assert cookies and first not in cookies, f"the first ISAKMP SA is still there\n{pair.charon.list_sas()}"
+    assert pair.charon.ike_up("s2s"), lab.logs()
+    assert result.lost <= 2, f"{result.lost} pings lost (icmp_seq {lost})\n{lab.logs()}"
+    pair.ping_both_ways()
+
+
+@pytest.mark.parametrize("killed", ["strongswan", "ours"])
+def test_dpd_notices_a_killed_peer(lab: Lab, killed: str) -> None:
+    """RFC 3706 R-U-THERE against strongSwan, each side noticing the other gone."""
+    pair = start_pair(lab, Scenario(version=1, dpd_delay=1, dpd_timeout=4))
+    pair.ping_both_ways(count=1)
+    t0 = time.monotonic()
+    victim = pair.charon if killed == "strongswan" else pair.ours
+    victim.kill()
+    if killed == "strongswan":
+        errors = wait_for("our gateway to declare the peer dead", lambda: [
+            b["last_error"] for b in pair.ours.status()["bindings"] if b["last_error"]], 15, lab.logs)
+        print(f"\nIKEv1 DPD: we noticed the killed strongSwan after {time.monotonic() - t0:.1f}s: {errors}")
+        assert all(b["state"] != "installed" for b in pair.ours.status()["bindings"])
+    else:
+        wait_for("strongSwan to declare us dead", lambda: "DPD check timed out" in pair.charon.log_text()
+                 or not pair.charon.ike_up("s2s"), 15, lab.logs)
+        print(f"\nIKEv1 DPD: strongSwan noticed our killed gateway after {time.monotonic() - t0:.1f}s")
+        assert not pair.charon.child_spis(CHILD)

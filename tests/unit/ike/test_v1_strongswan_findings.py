@@ -13,6 +13,8 @@ from cryptography.x509.oid import NameOID
 from labctl.gateway.ike.v1.auth import id_matches_cert
 from labctl.gateway.ike.v1.codec import IdPayload
 from labctl.gateway.ike.v1.constants import IdType
+from labctl.gateway.ike.v1.engine import Ikev1Engine
+from labctl.gateway.ike.v1.events import PeerDead
 from labctl.gateway.ike.v1.identity import dn_attributes, identity_matches, identity_text
 
 from .test_v1_pair import A_ADDR, B_ADDR, Pair, assert_sa_pairs_match, configs
@@ -67,3 +69,17 @@ def test_dn_identity_is_found_in_a_certificate_with_utf8_strings() -> None:
     assert id_matches_cert(IdPayload(id_type=IdType.DER_ASN1_DN, data=STRONGSWAN_DN_ID), cert)
     other = STRONGSWAN_DN_ID.replace(b"gw-b", b"gw-c")
     assert not id_matches_cert(IdPayload(id_type=IdType.DER_ASN1_DN, data=other), cert)
+
+
+def test_peer_dead_says_why_in_plain_words() -> None:
+    # The gateway shows `reason` as the binding's last_error for both IKE versions; the IKEv1 event lacked
+    # it and the daemon died on the first DPD timeout against a killed strongSwan.
+    p = Pair(*configs(dpd_delay=1.0, dpd_timeout=3.0, dpd_action="clear"))
+    p.a.initiate("gw", 0.0)
+    p.exchange()
+    p.b = Ikev1Engine([], rng=lambda n: bytes(n))  # the peer is gone
+    for t in range(2, 12):
+        p.advance(float(t))
+        p.a.datagrams_to_send(p.now)
+    dead = p.of("a", PeerDead)
+    assert dead and "did not answer DPD" in dead[0].reason and B_ADDR in dead[0].reason

@@ -436,7 +436,8 @@ class Ikev1Engine:
         if dpd.waiting_since is not None and now >= dpd.waiting_since + sa.conn.dpd_timeout:
             name = sa.conn.name
             action = sa.conn.dpd_action
-            self._events.append(PeerDead(name, action))
+            self._events.append(PeerDead(name, action, f"peer {sa.remote[0]} did not answer DPD (R-U-THERE) "
+                                                       f"within {sa.conn.dpd_timeout:g}s; action {action}"))
             for ch in [c for c in self._children if c.connection == name]:
                 self._drop_child(ch, "peer dead (DPD)")
             self._remove_sa(slot, "peer dead (DPD)")

@@ -91,6 +91,7 @@ class PeerDead:
 
     connection: str
     action: str
+    reason: str = ""  # plain words for status' last_error, like the IKEv2 engine's PeerDead
 
 
 Event = (IpsecSaEstablished | IpsecSaDeleted | IsakmpSaEstablished | IsakmpSaDeleted | ExchangeFailed
