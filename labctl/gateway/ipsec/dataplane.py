@@ -220,6 +220,10 @@ class DataPlane:
                 self._acquire(policy, packet, now)
                 raise PacketDropped("no_sa")
             sas.append(found)
+        return self._seal_chain(sas, packet, ihl, now)
+
+    def _seal_chain(self, sas: list[SecurityAssociation], packet: bytes, ihl: int, now: float) -> OutboundResult:
+        sad = self._sad
         nbytes = len(packet)
         self.out_packets += 1
         self.out_bytes += nbytes
@@ -260,6 +264,40 @@ class DataPlane:
                 header = ipv4.rewrite_header(packet[:ihl], ipv4.PROTO_ESP, len(esp))
             packet = header + esp
         return IpSend(packet)
+
+    # ---- remote access: one policy serves many peers, the caller picks each peer's SA (L2TP/IPsec) -----------
+
+    def inbound_sa(self, spi: int, dst_b: bytes | None) -> SecurityAssociation | None:
+        """The inbound SA a packet came through: by SPI alone for ESP-in-UDP (``dst_b`` None), else SPI and
+        our address as on the packet (RFC 4301 §4.1: the SPI, plus the destination for unicast SAs)."""
+        return self._sad.inbound_encap(spi) if dst_b is None else self._sad.inbound(spi, dst_b)
+
+    def outbound_sa_to(self, reqid: int, dst: str, dport: int | None) -> SecurityAssociation | None:
+        """The newest usable outbound ESP SA of ``reqid`` towards ``dst`` (and UDP port ``dport`` when it is
+        encapsulated; None: not encapsulated). A remote-access responder's clients share one policy (reqid)."""
+        best: SecurityAssociation | None = None
+        for sa in self._sad.all():
+            if (
+                sa.direction == "out"
+                and sa.reqid == reqid
+                and sa.protocol == "esp"
+                and sa.dst == dst
+                and not sa.expired
+                and (sa.encap[1] if sa.encap else None) == dport
+                and (best is None or sa.added_at >= best.added_at)
+            ):
+                best = sa
+        return best
+
+    def outbound_via(self, sa: SecurityAssociation, packet: bytes, now: float) -> OutboundResult:
+        """Protect a plain IPv4 packet with ``sa`` (chosen by the caller, see ``outbound_sa_to``); never raises."""
+        ihl = ipv4.header_length(packet)
+        if not ihl or ipv4.total_length(packet) != len(packet):
+            return self._drop("malformed")
+        try:
+            return self._seal_chain([sa], packet, ihl, now)
+        except PacketDropped as dropped:
+            return self._drop(dropped.reason)
 
     def inbound_ip(self, packet: bytes, now: float) -> bytes | None:
         """A whole IPv4 packet from the raw socket for protocol 50 or 51: the plain packet for TUN, or None."""
