@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from labctl.gateway.config import ConnectionConfig
+from labctl.gateway.config import ANY, ConnectionConfig
 from labctl.gateway.ipsec.sad import Lifetime, SaParams
 
 if TYPE_CHECKING:
@@ -129,7 +129,8 @@ def make_v1_engine(conns: list[ConnectionConfig], rng: Callable[[int], bytes]) -
             children.append(Ikev1ChildConfig(
                 name=ch.name,
                 local_ts=ch.local_ts if ch.mode == "tunnel" else (f"{c.local}/32",),
-                remote_ts=ch.remote_ts if ch.mode == "tunnel" else (f"{c.remote}/32",),
+                remote_ts=ch.remote_ts if ch.mode == "tunnel" else
+                ("0.0.0.0/0",) if c.remote == ANY else (f"{c.remote}/32",),  # %any: whoever authenticates
                 mode=ch.mode, protocol=ch.protection,  # type: ignore[arg-type]
                 proposals=ch.proposals, lifetime=ch.life_time or ch.rekey_time * 1.1,
                 start_action=ch.start_action,

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from labctl.gateway.config import ConnectionConfig, GatewayConfig, ManualKeys, ManualTunnel
+from labctl.gateway.config import ANY, ConnectionConfig, GatewayConfig, ManualKeys, ManualTunnel
 from labctl.gateway.ipsec.dataplane import DataPlane
 from labctl.gateway.ipsec.events import Acquire, HardExpired, SeqExhausted, SoftExpired
 from labctl.gateway.ipsec.sad import Lifetime, SaParams
@@ -49,11 +49,16 @@ class Binding:
     last_error: str = ""
 
 
+def _host_prefix(address: str) -> str:
+    # A %any responder (remote access) serves every peer; its SAs, not its policy, tell the peers apart.
+    return "0.0.0.0/0" if address == ANY else f"{address}/32"
+
+
 def _policy_pairs(b: Binding) -> Iterator[tuple[str, str]]:
     if b.mode == "transport":
         # Transport mode protects traffic between the two hosts themselves (RFC 4301 §4.1).
         locals_ = b.local_ts or (f"{b.local}/32",)
-        remotes = b.remote_ts or (f"{b.remote}/32",)
+        remotes = b.remote_ts or (_host_prefix(b.remote),)
     else:
         locals_, remotes = b.local_ts, b.remote_ts
     for lts in locals_:
@@ -104,7 +109,9 @@ class Keying:
         return sorted({ts for b in self.bindings if b.mode == "tunnel" for ts in b.remote_ts})
 
     def transport_peers(self) -> list[str]:
-        return sorted({f"{b.remote}/32" for b in self.bindings if b.mode == "transport"})
+        # No route for %any: that would pull all of our traffic into the TUN device; remote-access services
+        # (L2TP) send through their peer's SA themselves (DataPlane.outbound_via).
+        return sorted({f"{b.remote}/32" for b in self.bindings if b.mode == "transport" and b.remote != ANY})
 
     # --- lifecycle -----------------------------------------------------------------------------------------
     def start(self, now: float) -> None:
@@ -253,7 +260,7 @@ class Keying:
                     "local": b.local,
                     "remote": b.remote,
                     "local_ts": list(b.local_ts) or [f"{b.local}/32"],
-                    "remote_ts": list(b.remote_ts) or [f"{b.remote}/32"],
+                    "remote_ts": list(b.remote_ts) or [_host_prefix(b.remote)],
                     "encap": b.encap,
                     "last_error": b.last_error,
                 }
