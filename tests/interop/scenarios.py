@@ -44,6 +44,7 @@ class Scenario:
     ike_mode: Literal["main", "aggressive"] = "main"
     auth: Literal["psk", "pubkey"] = "psk"
     ike_proposal: str = "aes128-sha256-modp2048"
+    ike_proposal_b: str = ""  # gw-b's own IKE proposal when the two sides should differ ("" = the same)
     esp_proposal: str = "aes128-sha256"  # a DH group here means PFS
     initiator: Side = "a"
     psk_a: str = PSK
@@ -64,6 +65,9 @@ class Scenario:
 
     def lan(self, side: Side) -> str:
         return self.addr.lan_a if side == "a" else self.addr.lan_b
+
+    def ike_proposal_of(self, side: Side) -> str:
+        return self.ike_proposal_b if side == "b" and self.ike_proposal_b else self.ike_proposal
 
     def psk(self, side: Side) -> str:
         return self.psk_a if side == "a" else self.psk_b
@@ -118,7 +122,7 @@ def our_config(s: Scenario, side: Side, workdir: Path) -> dict[str, Any]:
         "local_id": s.ident(side),
         "remote_id": s.ident(other),
         "auth": auth,
-        "proposals": [s.ike_proposal],
+        "proposals": [s.ike_proposal_of(side)],
         "encap": True,  # strongSwan's libipsec speaks ESP in UDP only
         "rekey_time": s.ike_rekey_time(side),
         "children": [{
@@ -165,7 +169,7 @@ def swanctl_conf(s: Scenario, side: Side) -> tuple[str, dict[str, str]]:
         aggressive = {"yes" if s.ike_mode == "aggressive" else "no"}
         local_addrs = {s.wan(side)}
         remote_addrs = {s.wan(other)}
-        proposals = {s.ike_proposal}
+        proposals = {s.ike_proposal_of(side)}
         encap = yes
         {ike_timers}
         over_time = {max(ike_rekey * 0.1, 1):g}s

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 from endpoints import Kind, measure_setups, summary
-from scenarios import CHILD, CONN, Certs, Scenario, our_config, start_pair, swanctl_conf
 from strongswan import Lab, OurGateway, wait_for
+
+from scenarios import CHILD, CONN, Certs, Scenario, our_config, start_pair, swanctl_conf
 
 pytestmark = [pytest.mark.interop, pytest.mark.root]
 
@@ -23,6 +24,7 @@ SUITES = {
     "gcm-dh19": ("aes128gcm16-prfsha256-ecp256", "aes128gcm16"),
     "cbc-sha256-dh14": ("aes256-sha256-modp2048", "aes256-sha256"),
     "cbc-sha384-dh31": ("aes128-sha384-curve25519", "aes128-sha384-curve25519"),
+    "chacha20poly1305-dh31": ("chacha20poly1305-prfsha256-curve25519", "chacha20poly1305"),
 }
 
 
@@ -37,6 +39,23 @@ def test_psk_tunnel_carries_traffic_both_ways(lab: Lab, suite: str, initiator: s
     assert "IKEv2" in sas and "TUNNEL-in-UDP" in sas
     group = {"ecp256": "ECP_256", "modp2048": "MODP_2048", "curve25519": "CURVE_25519"}[ike.rsplit("-", 1)[1]]
     assert group in sas, sas
+
+
+@pytest.mark.parametrize("initiator", ["a", "b"], ids=["ours-initiates", "strongswan-initiates"])
+def test_invalid_ke_payload_retry(lab: Lab, initiator: str) -> None:
+    """The initiator guesses ecp256 for its KE; the responder only takes modp2048 and answers INVALID_KE_PAYLOAD
+    with the group it wants (RFC 7296 §1.2), and the initiator retries with that group."""
+    both, only_modp = "aes128gcm16-prfsha256-ecp256-modp2048", "aes128gcm16-prfsha256-modp2048"
+    s = Scenario(version=2, esp_proposal="aes128gcm16", initiator=initiator,  # type: ignore[arg-type]
+                 ike_proposal=both if initiator == "a" else only_modp,
+                 ike_proposal_b=only_modp if initiator == "a" else both)
+    pair = start_pair(lab, s)
+    pair.ping_both_ways(count=1)
+    assert "MODP_2048" in pair.charon.list_sas()
+    log = pair.charon.log_text()
+    marker = ("peer didn't accept DH group ECP_256, it requested MODP_2048" if initiator == "b"
+              else "generating IKE_SA_INIT response 0 [ N(INVAL_KE) ]")
+    assert marker in log, pair.charon.logs(80)
 
 
 @pytest.mark.parametrize("initiator", ["a", "b"], ids=["ours-initiates", "strongswan-initiates"])
