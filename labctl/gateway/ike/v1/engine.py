@@ -62,6 +62,7 @@ class ChildSa:
     rekey_at: float
     expire_at: float
     rekeying: bool = False
+    peer: Endpoint = ("", 0)  # the ISAKMP peer it was negotiated with; tells a %any connection's clients apart
 
     @property
     def inbound_spi(self) -> int:
@@ -245,7 +246,8 @@ class Ikev1Engine:
         for ch in list(self._children):
             if now >= ch.expire_at:
                 self._delete_child(ch, "lifetime expired", self._current_slot(ch.connection), now)
-            elif now >= ch.rekey_at and not ch.rekeying:
+            elif now >= ch.rekey_at and not ch.rekeying and not _is_any(self._conns[ch.connection]):
+                # A %any responder cannot reach its clients first: they rekey (its deadline is the later one).
                 self._rekey_child(self._conns[ch.connection], ch, now)
 
     def status(self) -> dict[str, Any]:
@@ -368,11 +370,11 @@ class Ikev1Engine:
         if sa.conn.dpd_delay > 0 and sa.dpd:
             slot.dpd = DpdState(now + sa.conn.dpd_delay, int.from_bytes(self._rng(4), "big") & 0x7FFFFFFF)
         for other in list(self._slots.values()):
-            if other is slot or other.sa.conn.name != name:
+            if other is slot or other.sa.conn.name != name or not _same_peer(sa.conn, other.sa.remote, sa.remote):
                 continue
             if sa.initial_contact and not other.rekeying:
                 # RFC 2407 §4.6.3.3: the peer restarted; whatever we held with it is stale.
-                for ch in [c for c in self._children if c.connection == name]:
+                for ch in self._children_of(name, sa):
                     self._drop_child(ch, "peer sent INITIAL-CONTACT")
                 self._remove_sa(other, "peer sent INITIAL-CONTACT")
             elif other.sa.established:
@@ -438,10 +440,10 @@ class Ikev1Engine:
             action = sa.conn.dpd_action
             self._events.append(PeerDead(name, action, f"peer {sa.remote[0]} did not answer DPD (R-U-THERE) "
                                                        f"within {sa.conn.dpd_timeout:g}s; action {action}"))
-            for ch in [c for c in self._children if c.connection == name]:
+            for ch in self._children_of(name, sa):
                 self._drop_child(ch, "peer dead (DPD)")
             self._remove_sa(slot, "peer dead (DPD)")
-            if action == "restart":
+            if action == "restart" and not _is_any(sa.conn):
                 self.initiate(name, now)
             return
         if now >= dpd.next_probe:
@@ -536,7 +538,7 @@ class Ikev1Engine:
         assert r is not None  # noqa: S101
         margin = qm.child.rekey_margin if qm.initiator else qm.child.rekey_margin / 2
         # The exchange's initiator rekeys first; the responder's later deadline is a fallback only.
-        ch = ChildSa(sa.conn.name, r, now, now + r.lifetime * (1 - margin), now + r.lifetime)
+        ch = ChildSa(sa.conn.name, r, now, now + r.lifetime * (1 - margin), now + r.lifetime, peer=sa.remote)
         self._children.append(ch)
         self._events.append(IpsecSaEstablished(
             connection=sa.conn.name,
@@ -648,9 +650,9 @@ class Ikev1Engine:
             if any(spi[:8] == sa.icookie for spi in d.spis):
                 name = sa.conn.name
                 others = [s for s in self._slots.values() if s is not slot and s.sa.conn.name == name
-                          and s.sa.established]
+                          and s.sa.established and _same_peer(sa.conn, s.sa.remote, sa.remote)]
                 if not others:
-                    for ch in [c for c in self._children if c.connection == name]:
+                    for ch in self._children_of(name, sa):
                         self._drop_child(ch, "peer deleted the ISAKMP SA")
                 self._remove_sa(slot, "deleted by the peer")
             return
@@ -669,9 +671,15 @@ class Ikev1Engine:
             if mid:
                 return mid
 
+    def _children_of(self, name: str, sa: IsakmpSa) -> list[ChildSa]:
+        """The connection's IPsec SAs with this ISAKMP SA's peer (all of them unless the connection is %any)."""
+        return [c for c in self._children if c.connection == name and _same_peer(sa.conn, c.peer, sa.remote)]
+
     def _float(self, sa: IsakmpSa, src: Endpoint, dst: Endpoint) -> None:
         """Follow the peer to its current address/port after an authenticated message (RFC 3947 §4)."""
-        if src != sa.remote and src[1] == NATT_PORT:
+        # Behind a NAT the peer's 4500 arrives as whatever port the NAT picked: what counts is that it
+        # reached our 4500.
+        if src != sa.remote and (src[1] == NATT_PORT or dst[1] == NATT_PORT):
             sa.remote = src
             sa.local = (sa.local[0], dst[1])
 
@@ -682,6 +690,15 @@ class Ikev1Engine:
     def _collect(self, sa: IsakmpSa) -> None:
         self._events.extend(sa.events)
         sa.events.clear()
+
+
+def _is_any(conn: Ikev1ConnectionConfig) -> bool:
+    return conn.remote_addr in ("%any", "0.0.0.0")
+
+
+def _same_peer(conn: Ikev1ConnectionConfig, a: Endpoint, b: Endpoint) -> bool:
+    """One peer per connection, except %any (remote access): there, each address/port is a client of its own."""
+    return not _is_any(conn) or a == b
 
 
 __all__ = ["ChildSa", "Ikev1Engine"]
