@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from scenarios import CHILD, Certs, Scenario, start_pair
+from interop_scenarios import CHILD, Certs, Scenario, start_pair
 from strongswan import Lab, tshark_fields, wait_for
 
 pytestmark = [pytest.mark.interop, pytest.mark.root]

@@ -12,10 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
-from endpoints import Kind, measure_setups, summary
+from interop_endpoints import Kind, measure_setups, summary
+from interop_scenarios import CHILD, CONN, Certs, Scenario, our_config, start_pair, swanctl_conf
 from strongswan import Lab, OurGateway, wait_for
-
-from scenarios import CHILD, CONN, Certs, Scenario, our_config, start_pair, swanctl_conf
 
 pytestmark = [pytest.mark.interop, pytest.mark.root]
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from scenarios import AGGRESSIVE_PSK_OPTION, CHILD, CONN, Scenario, Side, our_config, swanctl_conf
+from interop_scenarios import AGGRESSIVE_PSK_OPTION, CHILD, CONN, Scenario, Side, our_config, swanctl_conf
 from strongswan import Charon, Lab, OurGateway, tshark_fields, wait_for
 
 Kind = Literal["ours", "strongswan"]
