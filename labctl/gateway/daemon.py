@@ -17,10 +17,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from labctl.gateway import netsetup, sockets
+from labctl.gateway import l2tp_io, netsetup, sockets
 from labctl.gateway.config import GatewayConfig
 from labctl.gateway.control import ControlConnection, listen
-from labctl.gateway.ipsec.dataplane import Bypass, IpSend, UdpSend
+from labctl.gateway.ipsec.dataplane import Bypass, IpSend, OutboundResult, UdpSend
 from labctl.gateway.keying import Keying
 from labctl.gateway.offload import (
     PLAIN_VNET_HDR,
@@ -56,6 +56,7 @@ class Gateway:
         self.stopping = False
         self.started = time.time()
         self.drops = {"tun_write_errors": 0, "send_errors": 0, "bad_ike": 0}
+        self.l2tp: l2tp_io.L2tpIo | None = None
 
     # --- setup ---------------------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -89,6 +90,8 @@ class Gateway:
         self._register(self.udp4500.fileno(), lambda: self._on_udp(self.udp4500, NATT_PORT))
         self._register(self.control.fileno(), self._on_control_accept)
         self.keying.start(time.monotonic())
+        # L2TP/IPsec (LNS or client): its TUN device and trap socket join the loop; None without an l2tp section.
+        self.l2tp = l2tp_io.start(cfg, self.keying, self._register, self._send_protected)
         self._flush_ike()
         self._write_keys()
         (cfg.state_dir / "gateway.pid").write_text(f"{os.getpid()}\n")
@@ -107,6 +110,9 @@ class Gateway:
             deadline = self.keying.get_timer()
             if deadline is not None:
                 timeout = min(timeout, max(0.0, deadline - now))
+            l2tp_deadline = self.l2tp.get_timer() if self.l2tp is not None else None
+            if l2tp_deadline is not None:
+                timeout = min(timeout, max(0.0, l2tp_deadline - now))
             try:
                 ready = self.epoll.poll(timeout)
             except InterruptedError:
@@ -117,6 +123,8 @@ class Gateway:
                     handler()
             now = time.monotonic()
             self.keying.handle_timers(now)
+            if self.l2tp is not None:
+                self.l2tp.tick(now)
             self._after_keying_change()
             if now >= next_housekeeping:
                 if self.keying.housekeeping(now):
@@ -198,15 +206,18 @@ class Gateway:
         dp = self.dp
         now = time.monotonic()
         add = self.coalescer.add
+        l2tp = self.l2tp
         while True:
             try:
                 pkt = sock.recv(UDP_READ_SIZE)
             except BlockingIOError:
                 break
             plain = dp.inbound_ip(pkt, now)
-            if plain is not None:
+            if plain is not None and (l2tp is None or not l2tp.service.take_raw(plain, pkt, now)):
                 add(plain)
         self._flush_tun()
+        if l2tp is not None:
+            l2tp.flush()
 
     def _on_udp(self, sock: socket.socket, port: int) -> None:
         if port == NATT_PORT:
@@ -225,6 +236,7 @@ class Gateway:
         inbound = self.dp.inbound_udp
         add = self.coalescer.add
         local = self.cfg.local
+        l2tp = self.l2tp
         while True:
             try:
                 data, anc, _flags, (src, sport) = sock.recvmsg(UDP_READ_SIZE, GRO_CMSG_SPACE)
@@ -240,9 +252,11 @@ class Gateway:
                 if dgram == b"\xff":
                     continue  # RFC 3948 §2.3: NAT keepalive
                 plain = inbound(dgram, src, sport, local, NATT_PORT, now)
-                if plain is not None:
-                    add(plain)
+                if plain is not None and (l2tp is None or not l2tp.service.take_udp(plain, dgram, now)):
+                    add(plain)  # L2TP never reaches the kernel: the service takes it with its SA (l2tp_service)
         self._flush_tun()
+        if l2tp is not None:
+            l2tp.flush()
 
     def _send_udp(self, payload: bytes, dst: str, dport: int, sport: int = NATT_PORT) -> None:
         sock = self.udp4500 if sport == NATT_PORT else self.udp500
@@ -250,6 +264,16 @@ class Gateway:
             sock.sendto(payload, (dst, dport))
         except OSError:
             self.drops["send_errors"] += 1
+
+    def _send_protected(self, res: OutboundResult) -> None:
+        """A packet a service (L2TP) protected with the SA it chose (DataPlane.outbound_via)."""
+        if type(res) is UdpSend:
+            self._send_udp(res.payload, res.dst, res.dport, res.sport)
+        elif type(res) is IpSend:
+            try:
+                self.raw_out.sendto(res.packet, (_dst_of(res.packet), 0))
+            except OSError:
+                self.drops["send_errors"] += 1
 
     def _flush_ike(self) -> None:
         for data, (_src, sport), (dst, dport) in self.keying.datagrams_to_send(time.monotonic()):
@@ -322,10 +346,13 @@ class Gateway:
             "tun": self.tun.name,
             "io_drops": dict(self.drops),
             **self.keying.status(),
+            **({"l2tp": self.l2tp.status()} if self.l2tp is not None else {}),
         }
 
     # --- teardown ------------------------------------------------------------------------------------------
     def close(self) -> None:
+        if self.l2tp is not None:
+            self.l2tp.close(time.monotonic())  # StopCCN/LCP Terminate while the SAs still exist
         self.keying.stop(time.monotonic())
         self._flush_ike()
         for s in (self.raw_out, self.esp_in, self.ah_in, self.udp500, self.udp4500, self.control):
