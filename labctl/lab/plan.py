@@ -12,6 +12,7 @@ import sys
 from labctl.lab.gateway_config import CONFIG_FILE, RenderedGateway, render_gateways
 from labctl.lab.model import InterfacePlan, NetworkPlan, NodePlan, Plan, ProgramPlan, RoutePlan
 from labctl.lab.naming import check_name
+from labctl.lab.remote_access_config import render_remote_access
 from labctl.topology.model import FORWARDING_KINDS, Interface, Node, Topology
 
 
@@ -23,6 +24,7 @@ def make_plan(topology: Topology, lab: str | None = None) -> Plan:
     """
     lab_name = check_name(lab or topology.name)
     gateways = render_gateways(lab_name, topology)
+    render_remote_access(topology, gateways)  # L2TP/IPsec: the LNS and each client node run a gateway too
     nodes = tuple(_node_plan(topology, name, node, gateways.get(name)) for name, node in topology.nodes.items())
     notices = tuple(
         f"gateway {node.name} has no IPsec configured yet: nothing is protected or tunnelled through it"

@@ -11,6 +11,7 @@ from ipaddress import IPv4Interface, IPv4Network, IPv6Interface, IPv6Network
 
 from labctl.topology.errors import Issue, Path, format_path
 from labctl.topology.model import FORWARDING_KINDS, Node, Topology
+from labctl.topology.remote_access import check_remote_access
 from labctl.topology.tunnels import check_tunnels
 from labctl.topology.yamlpos import KEY
 
@@ -29,6 +30,7 @@ def check_topology(topology: Topology) -> list[Issue]:
     for name, node in topology.nodes.items():
         issues += _check_next_hops(topology, name, node, owners)
     issues += check_tunnels(topology)
+    issues += check_remote_access(topology)
     return issues
 
 

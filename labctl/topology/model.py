@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from labctl.lab.naming import NAME_PATTERN
+from labctl.topology.remote_access import RemoteAccess
 from labctl.topology.tunnels import Tunnel
 
 NODE_KINDS = ("host", "router", "gateway")
@@ -105,5 +106,7 @@ class Topology(_Strict):
     nodes: dict[Name, Node] = Field(min_length=1)
     tunnels: dict[Name, Tunnel] = Field(default_factory=dict)
     """IPsec between two nodes (see `labctl.topology.tunnels`); gateways' configs are rendered from them."""
+    l2tp: RemoteAccess | None = None
+    """Remote users dialling into a gateway with L2TP/IPsec (see `labctl.topology.remote_access`)."""
     variants: dict[Name, Variant] = Field(default_factory=dict)
     """Named sets of overrides (see `labctl.topology.variants`), applied before validation."""
