@@ -23,13 +23,23 @@ READY_FILE = "/run/labctl-node.ready"
 IDLE_COMMAND = ("sleep", "infinity")
 BRIDGE_OPTION = "com.docker.network.bridge.name"
 
-# Image per node kind; the gateway image also serves any kind that runs the gateway program.
+# Image per node kind. A node of any kind that runs the gateway program (e.g. a `host` at one end of a
+# transport-mode tunnel) gets the gateway image instead: the program decides, not only the kind.
 IMAGE_OF_KIND = {"gateway": "gateway", "host": "host", "router": "host"}
-# Every node changes its own addresses and routes (NET_ADMIN) and pings or captures (NET_RAW); gateways bind
-# IKE's ports 500/4500 (NET_BIND_SERVICE) and open /dev/net/tun. Nothing else: all other capabilities are dropped.
+GATEWAY_IMAGE = "gateway"
+GATEWAY_MODULE = "labctl.gateway"
+GATEWAY_COMMAND = "labctl-gateway"
+# Every node changes its own addresses and routes (NET_ADMIN) and pings or captures (NET_RAW). The gateway
+# program also binds IKE's ports 500/4500 (NET_BIND_SERVICE), opens /dev/net/tun, and opens raw ESP/AH
+# sockets and sets SO_MARK on them (NET_RAW, NET_ADMIN). Nothing else: all other capabilities are dropped.
 BASE_CAPS = ("NET_ADMIN", "NET_RAW")
-KIND_CAPS = {"gateway": ("NET_BIND_SERVICE",)}
-TUN_KINDS = frozenset({"gateway"})
+GATEWAY_CAPS = ("NET_BIND_SERVICE",)
+GATEWAY_DEVICES = ("/dev/net/tun",)
+# /proc/sys is read-only in a container, so what the gateway would set for itself at start (netns) is set
+# when the container is made: packets it writes into its TUN device come from addresses routed elsewhere
+# (tunnel mode: the remote LAN; transport mode: the peer, whose route is a policy rule), which strict
+# reverse-path filtering (RFC 3704) would drop. `default` covers the TUN device created later.
+GATEWAY_SYSCTLS = {"net.ipv4.conf.all.rp_filter": "0", "net.ipv4.conf.default.rp_filter": "0"}
 
 
 class SpecError(ValueError):
@@ -137,11 +147,24 @@ def _routes(node: NodePlan) -> str:
     return ";".join(f"{r.destination} via {r.via}" for r in node.routes)
 
 
+def is_gateway_program(program: ProgramPlan) -> bool:
+    """The program is labctl-gateway (`python -m labctl.gateway ...` or the `labctl-gateway` command)."""
+    argv = list(program.argv)
+    if argv and argv[0].rsplit("/", 1)[-1] == GATEWAY_COMMAND:
+        return True
+    return any(flag == "-m" and module == GATEWAY_MODULE for flag, module in zip(argv, argv[1:], strict=False))
+
+
+def runs_gateway(node: NodePlan) -> bool:
+    return node.kind == "gateway" or any(is_gateway_program(p) for p in node.programs)
+
+
 def container_spec(plan: Plan, node: NodePlan) -> ContainerSpec:
     if node.kind not in IMAGE_OF_KIND:
         raise SpecError(f"node {node.name}: kind {node.kind!r} has no Docker image (known: {', '.join(IMAGE_OF_KIND)})")
+    gateway = runs_gateway(node)
     # Containers inherit forwarding from the Docker host (on there): forward only where the plan says so.
-    sysctls = {"net.ipv4.ip_forward": "0", **node.sysctls}
+    sysctls = {"net.ipv4.ip_forward": "0", **(GATEWAY_SYSCTLS if gateway else {}), **node.sysctls}
     if any(iface.address6 for iface in node.interfaces):
         # The entry point renames interfaces (down/up), which would drop their IPv6 addresses.
         sysctls["net.ipv6.conf.all.keep_addr_on_down"] = "1"
@@ -162,10 +185,10 @@ def container_spec(plan: Plan, node: NodePlan) -> ContainerSpec:
         name=container_name(plan.lab, node.name),
         node=node.name,
         kind=node.kind,
-        image=IMAGE_OF_KIND[node.kind],
+        image=GATEWAY_IMAGE if gateway else IMAGE_OF_KIND[node.kind],
         attachments=attachments,
-        cap_add=BASE_CAPS + KIND_CAPS.get(node.kind, ()),
-        devices=("/dev/net/tun",) if node.kind in TUN_KINDS else (),
+        cap_add=BASE_CAPS + (GATEWAY_CAPS if gateway else ()),
+        devices=GATEWAY_DEVICES if gateway else (),
         sysctls=sysctls,
         environment=environment,
         labels={LABEL_LAB: plan.lab, LABEL_NODE: node.name},

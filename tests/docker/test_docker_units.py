@@ -68,6 +68,23 @@ def test_network_and_container_specs() -> None:
         "python3", "-m", "labctl.gateway", "run", "--config", "/etc/labctl/gateway.json"]
 
 
+def test_a_host_running_the_gateway_program_gets_the_gateway_image() -> None:
+    # transport mode: the tunnel ends are `host` nodes running labctl-gateway themselves
+    plan = _plan()
+    gateway_program = plan.nodes[0].programs[0]
+    end = NodePlan("h2h", "host", (InterfacePlan("eth0", "wan", "192.168.77.1/30"),), programs=(gateway_program,))
+    spec = container_spec(plan, end)
+    assert spec.image == "gateway" and spec.devices == ("/dev/net/tun",)
+    assert spec.cap_add == ("NET_ADMIN", "NET_RAW", "NET_BIND_SERVICE")
+    assert spec.sysctls["net.ipv4.conf.all.rp_filter"] == "0" and spec.sysctls["net.ipv4.ip_forward"] == "0"
+    by_command = ProgramPlan("gateway", ("/usr/local/bin/labctl-gateway", "run", "--config", "x"))
+    assert container_spec(plan, NodePlan("c", "host", end.interfaces, programs=(by_command,))).image == "gateway"
+    # another program on a host does not make it a gateway
+    echo = ProgramPlan("echo", ("labctl-echo", "serve", "--port", "7"))
+    other = container_spec(plan, NodePlan("e", "host", end.interfaces, programs=(echo,)))
+    assert other.image == "host" and other.devices == () and "net.ipv4.conf.all.rp_filter" not in other.sysctls
+
+
 def test_unknown_kind_is_refused() -> None:
     plan = _plan()
     odd = NodePlan("x", "strongswan", (InterfacePlan("eth0", "lan", "10.9.0.9/24"),))
