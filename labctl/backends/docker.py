@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-import select
 import shutil
-import signal
 import subprocess
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -33,11 +32,13 @@ from labctl.backends.base import (
     Capture,
     ExecResult,
     LabStatus,
-    NodeStatus,
-    ProgramStatus,
     Progress,
     apply_masquerade,
+    lab_status,
     no_progress,
+    planned_node,
+    stop_recorded_programs,
+    write_program_files,
 )
 from labctl.backends.docker_engine import EngineUnavailable, connect
 from labctl.backends.docker_spec import (
@@ -55,6 +56,7 @@ from labctl.backends.docker_spec import (
     network_specs,
     program_argv,
 )
+from labctl.backends.tcpdump import start_tcpdump
 from labctl.lab import processes
 from labctl.lab.model import Plan, ProgramPlan
 from labctl.lab.state import LabState, ProgramRecord
@@ -65,22 +67,6 @@ EXEC_GRACE = 5.0
 
 def _lab_filter(lab: str) -> dict[str, str]:
     return {"label": f"{LABEL_LAB}={lab}"}
-
-
-class DockerCapture(Capture):
-    def __init__(self, process: subprocess.Popen[bytes], pcap: Path) -> None:
-        self.process = process
-        self.pcap = pcap
-
-    def stop(self) -> Path:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)  # tcpdump flushes its buffer on SIGINT
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.pcap
 
 
 class DockerBackend(Backend):
@@ -248,11 +234,8 @@ class DockerBackend(Backend):
     # --- down ---
 
     def down(self, state: LabState, progress: Progress = no_progress) -> list[str]:
-        removed: list[str] = []
-        for record in state.programs():
-            if processes.terminate(record.pid, record.started, grace=1.0):
-                removed.append(f"process {record.pid} ({record.name} on {record.node})")
-            state.forget_program(record.node, record.name)
+        # Removing a container ends its processes anyway: a short grace for a clean exit is enough.
+        removed = stop_recorded_programs(state, grace=1.0)
         try:
             removed += remove_lab_objects(self.client, state.lab, state, progress)
         except self._api_error() as exc:
@@ -266,34 +249,13 @@ class DockerBackend(Backend):
         return {c.labels.get("labctl.node", c.name): c for c in found}
 
     def status(self, state: LabState) -> LabStatus:
-        plan = state.plan()
-        if plan is None:
-            return LabStatus(state.lab, self.name, "?", state.phase, ())
-        containers = self._containers(state.lab)
-        nodes = []
-        for node in plan.nodes:
-            programs = tuple(
-                ProgramStatus(r.node, r.name, r.pid, processes.is_alive(r.pid, r.started), r.log)
-                for r in state.programs(node.name)
-            )
-            addresses = tuple(a for iface in node.interfaces for a in (iface.address, iface.address6) if a)
-            container = containers.get(node.name)
-            present = container is not None and container.status == "running"
-            nodes.append(NodeStatus(node.name, node.kind, present, addresses, programs))
-        networks = {network.name: network.subnet for network in plan.networks}
-        return LabStatus(state.lab, self.name, plan.topology, state.phase, tuple(nodes), networks)
+        running = {node for node, c in self._containers(state.lab).items() if c.status == "running"}
+        return lab_status(state, self.name, running.__contains__)
 
     def _running(self, state: LabState, node: str) -> Any:
         from docker.errors import NotFound
 
-        plan = state.plan()
-        if plan is None:
-            raise BackendError(f"lab {state.lab} has no plan in {state.path}; run `labctl down {state.lab}`")
-        try:
-            plan.node(node)
-        except KeyError:
-            known = ", ".join(n.name for n in plan.nodes)
-            raise BackendError(f"lab {state.lab} has no node {node!r}; its nodes: {known}") from None
+        planned_node(state, node)
         name = container_name(state.lab, node)
         try:
             container = self.client.containers.get(name)
@@ -327,7 +289,7 @@ class DockerBackend(Backend):
             stdout, stderr = (out or b"").decode(errors="replace"), (err or b"").decode(errors="replace")
             if not capture_output:
                 print(stdout, end="")
-                print(stderr, end="", file=__import__("sys").stderr)
+                print(stderr, end="", file=sys.stderr)
                 stdout = stderr = ""
             return ExecResult(result.exit_code, stdout, stderr)
         cmd = [docker_cli, "exec", "-i"]
@@ -346,15 +308,8 @@ class DockerBackend(Backend):
 
     def start_program(self, state: LabState, node: str, program: ProgramPlan) -> int:
         container = self._running(state, node)
-        node_dir = state.node_dir(node)
-        node_dir.mkdir(parents=True, exist_ok=True)
-        for file in program.files:
-            path = node_dir / file.path
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(file.content)
-            path.chmod(file.mode)
+        write_program_files(state, node, program)  # the node directory is the container's NODE_DIR mount
         log = state.log_path(node, program.name)
-        log.parent.mkdir(exist_ok=True)
         inner_log = f"{LOG_DIR}/{log.name}"
         argv = program_argv(program, container_run_dir(node))
         # `exec` keeps one process: the pid Docker reports is the program itself.
@@ -374,14 +329,6 @@ class DockerBackend(Backend):
                 raise BackendError(f"{program.name} on {node} exited at once (status {info['ExitCode']}):\n{tail}")
             time.sleep(0.02)
         raise BackendError(f"{program.name} on {node} did not start within 10 s")
-
-    def stop_program(self, state: LabState, node: str, name: str) -> bool:
-        for record in state.programs(node):
-            if record.name == name:
-                stopped = processes.terminate(record.pid, record.started)
-                state.forget_program(node, name)
-                return stopped
-        return False
 
     def node_pids(self, state: LabState, node: str) -> list[int]:
         top = self._running(state, node).top()
@@ -407,26 +354,9 @@ class DockerBackend(Backend):
         names = [n.name for n in plan.networks] if plan else []
         if plan is None or network not in names:
             raise BackendError(f"lab {state.lab} has no network {network!r}; its networks: {', '.join(names)}")
-        if shutil.which("tcpdump") is None:
-            raise BackendError("tcpdump is missing; install the tcpdump package to capture")
+        # Every Docker network is a Linux bridge in the host's namespace: capture there, outside the nodes.
         bridge = next(spec.bridge for spec in network_specs(plan) if spec.network == network)
-        # --immediate-mode: otherwise packets wait in the capture ring and a quick stop loses them.
-        argv = ["tcpdump", "-n", "--immediate-mode", "-U", "-i", bridge, "-w", str(pcap)]
-        if bpf_filter:
-            argv.append(bpf_filter)
-        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        stderr = process.stderr
-        if stderr is None:
-            raise BackendError("tcpdump started without its stderr pipe")
-        # tcpdump says "listening on ..." once attached; packets before that would be missed.
-        ready, _, _ = select.select([stderr], [], [], 10)
-        line = stderr.readline().decode(errors="replace") if ready else ""
-        if "listening on" not in line:
-            process.kill()
-            process.wait()
-            raise BackendError(f"tcpdump on {network} (bridge {bridge}) did not start: {line.strip() or 'no answer'}")
-        stderr.close()
-        return DockerCapture(process, pcap)
+        return start_tcpdump(bridge, pcap, bpf_filter=bpf_filter, what=f"{network} (bridge {bridge})")
 
 
 def remove_lab_objects(

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import select
 import shutil
-import signal
 import subprocess
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -36,6 +34,7 @@ from labctl.backends.base import (
     stop_recorded_programs,
     write_program_files,
 )
+from labctl.backends.tcpdump import start_tcpdump
 from labctl.lab import processes
 from labctl.lab.model import NodePlan, Plan, ProgramPlan
 from labctl.lab.naming import lab_tag
@@ -106,23 +105,6 @@ def _write_sysctl(namespace: str, key: str, value: str) -> None:
         Path("/proc/sys", *key.split(".")).write_text(value)
     finally:
         netns.popns()
-
-
-class NetnsCapture(Capture):
-    def __init__(self, process: subprocess.Popen[bytes], pcap: Path) -> None:
-        self.process = process
-        self.pcap = pcap
-
-    def stop(self) -> Path:
-        if self.process.poll() is None:
-            # SIGINT lets tcpdump flush its buffer and write the last packets.
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.pcap
 
 
 class NetnsBackend(Backend):
@@ -304,28 +286,7 @@ class NetnsBackend(Backend):
         names = [n.name for n in plan.networks] if plan else []
         if network not in names:
             raise BackendError(f"lab {state.lab} has no network {network!r}; its networks: {', '.join(names)}")
-        if shutil.which("tcpdump") is None:
-            raise BackendError("tcpdump is missing; install the tcpdump package to capture")
         bridge = bridge_name(state.lab, names.index(network))
-        # --immediate-mode: without it packets wait in the capture ring for up to a second, and a capture
-        # stopped right after the traffic loses them. -U writes each packet to the file as it comes.
-        # -Z root: tcpdump would otherwise drop to its own user and fail to write into root-only directories.
-        argv = ["ip", "netns", "exec", switch_namespace(state.lab), "tcpdump", "-n", "--immediate-mode", "-U",
-                "-Z", "root", "-i", bridge, "-w", str(pcap)]
-        if bpf_filter:
-            argv.append(bpf_filter)
-        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.PIPE)
-        # tcpdump says "listening on ..." once the capture is attached; until then packets would be missed.
-        stderr = process.stderr
-        if stderr is None:
-            raise BackendError("tcpdump started without its stderr pipe")
-        ready, _, _ = select.select([stderr], [], [], 10)
-        line = stderr.readline().decode(errors="replace") if ready else ""
-        if "listening on" not in line:
-            process.kill()
-            rest = stderr.read().decode(errors="replace") if ready else "(no answer within 10 s)"
-            process.wait()
-            raise BackendError(f"tcpdump on {network} did not start: {(line + rest).strip()}")
-        stderr.close()
-        return NetnsCapture(process, pcap)
+        # The bridges live in the lab's switch namespace, not the host's.
+        in_switch = ("ip", "netns", "exec", switch_namespace(state.lab))
+        return start_tcpdump(bridge, pcap, bpf_filter=bpf_filter, prefix=in_switch, what=network)
