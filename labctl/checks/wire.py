@@ -25,7 +25,9 @@ IKEV1_EXCHANGE = {"main": 2, "aggressive": 4}
 TRANSPORT_LAYERS = frozenset({"ip", "ipv6", "icmp", "tcp", "udp", "icmpv6"})
 # ICMP errors (RFC 792: destination unreachable, time exceeded, parameter problem) quote the packet's header.
 ICMP_ERRORS = frozenset({3, 11, 12})
-LINK_LOCAL_LAYERS = frozenset({"arp", "icmpv6"})
+# ARP, IPv6 neighbour discovery and IGMP membership reports (sent to 224.0.0.22 when an interface comes up,
+# RFC 3376 §4.2.14) are the segment's own chatter, never lab traffic.
+LINK_LOCAL_LAYERS = frozenset({"arp", "icmpv6", "igmp"})
 
 
 @dataclass(frozen=True)
@@ -70,8 +72,10 @@ def icmp_error_about_ipsec(frame: Frame) -> bool:
 
 
 def link_local(frame: Frame) -> bool:
-    """ARP and IPv6 neighbour discovery: the segment's own chatter, never lab traffic."""
-    return not frame.is_ipv4 and bool(LINK_LOCAL_LAYERS & set(frame.layers))
+    """The segment's own chatter (see LINK_LOCAL_LAYERS)."""
+    if frame.is_ipv4:
+        return frame.after("ip") == "igmp" and bool(frame.dst) and frame.dst[0].startswith("224.0.0.")
+    return bool(LINK_LOCAL_LAYERS & set(frame.layers))
 
 
 def _payload_visible(frame: Frame, after: str) -> bool:
