@@ -14,6 +14,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,7 +81,7 @@ class L2tpLab:
                                 capture_output=True, timeout=30)
         return res.returncode == 0
 
-    def capture(self, network: str, path: Path, action: Callable[[], None]) -> Path:
+    def capture(self, network: str, path: Path, action: Callable[[], object]) -> Path:
         cap = self.backend.start_capture(self.state, network, path)
         try:
             action()
@@ -90,6 +91,7 @@ class L2tpLab:
         return pcap
 
 
+@contextmanager
 def bring_up(backend: str, lab: str, variant: str | None = None) -> Iterator[L2tpLab]:
     topology = load_topology(TOPOLOGY, variant, [("l2tp.echo_interval", ECHO_INTERVAL)])
     result = up_lab(topology, backend=backend, lab=lab)
@@ -160,7 +162,7 @@ def check_clear_l2tp_is_refused(lab: L2tpLab, tmp: Path) -> None:
 
 def test_l2tp_ipsec_lab_on_netns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LABCTL_STATE_DIR", str(tmp_path / "state"))
-    for lab in bring_up("netns", "t8-l2tp"):
+    with bring_up("netns", "t8-l2tp") as lab:
         check_everyone_reaches_lan_b(lab, tmp_path)
         check_clear_l2tp_is_refused(lab, tmp_path)
         # kill -9 road-3's gateway: no goodbye; LCP echo on the LNS must notice and clean up.
@@ -180,7 +182,7 @@ def test_l2tp_ipsec_lab_on_netns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 def test_wrong_password_is_refused_with_a_clear_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LABCTL_STATE_DIR", str(tmp_path / "state"))
-    for lab in bring_up("netns", "t8-l2tp-pw", variant="wrong-password"):
+    with bring_up("netns", "t8-l2tp-pw", variant="wrong-password") as lab:
         lab.wait("bob and carol up", lambda: {"bob", "carol"} <= lab.users_up())
         lab.wait("alice refused", lambda: bool(lab.l2tp("road-1")["last_error"]))
         message = lab.l2tp("road-1")["last_error"]
