@@ -29,6 +29,7 @@ from .lab import (
     CHARON,
     GW_A,
     GW_B,
+    IKE_PROPOSAL,
     LAN_A,
     LAN_B,
     Charon,
@@ -71,7 +72,11 @@ class Runner:
         self.seconds = seconds
         self.quick = quick
 
-    def repeat(self, fn: Callable[[], dict[str, float]]) -> dict[str, dict[str, float]]:
+    def repeat(self, fn: Callable[[], dict[str, float]], warmup: bool = False) -> dict[str, dict[str, float]]:
+        """Run ``fn`` ``runs`` times (after one discarded run with ``warmup``: first-use costs such as lazy imports
+        are not what is compared); median, min and max of each figure."""
+        if warmup:
+            fn()
         samples: dict[str, list[float]] = {}
         for _ in range(self.runs):
             for key, value in fn().items():
@@ -93,7 +98,7 @@ class Runner:
             esp = f"{encr}-{integ}" if integ else encr
             charons = []
             for role, local, remote, lts, rts in (("gb", GW_B, GW_A, LAN_B, LAN_A), ("ga", GW_A, GW_B, LAN_A, LAN_B)):
-                conf = swanctl_conf(local, remote, lts, rts, esp, "aes128-sha256-ecp256", 2, start=False)
+                conf = swanctl_conf(local, remote, lts, rts, esp, IKE_PROPOSAL, 2, start=False)
                 charons.append(Charon(lab, role, conf).start())
             charons[1].swanctl("--initiate", "--child", "bench", "--timeout", "10", timeout=20)
             gws = charons  # type: ignore[assignment]
@@ -146,7 +151,7 @@ class Runner:
 
         try:
             return self.repeat(lambda: measure.ike_setup(lab, lambda: ga.ctl("initiate", "bench"), installed, down,
-                                                         packets))
+                                                         packets), warmup=True)
         finally:
             for g in gws:
                 g.stop()
@@ -156,7 +161,7 @@ class Runner:
         charons: list[Charon] = []
         try:
             for role, local, remote, lts, rts in (("gb", GW_B, GW_A, LAN_B, LAN_A), ("ga", GW_A, GW_B, LAN_A, LAN_B)):
-                conf = swanctl_conf(local, remote, lts, rts, "aes128gcm16", "aes128-sha256-ecp256", version, False)
+                conf = swanctl_conf(local, remote, lts, rts, "aes128gcm16", IKE_PROPOSAL, version, False)
                 charons.append(Charon(lab, role, conf).start())
             ga = charons[1]
             return self.repeat(lambda: measure.ike_setup(
@@ -164,7 +169,7 @@ class Runner:
                 lambda: ga.swanctl("--initiate", "--child", "bench", "--timeout", "10", timeout=20),
                 lambda: True,  # swanctl --initiate returns once the CHILD_SA is up
                 lambda: ga.swanctl("--terminate", "--ike", "bench", "--timeout", "5", check=False),
-                packets))
+                packets), warmup=True)
         finally:
             for c in charons:
                 c.stop()
@@ -227,17 +232,14 @@ def ratios(results: dict[str, Any]) -> dict[str, float]:
 def table(results: dict[str, Any]) -> str:
     dp = results["data_plane"]
     names = list(dp)
-    width = max(len(r[0]) for r in ROWS) + 2
-    cols = [max(len(n), 14) + 2 for n in names]
+    rows = [(label, [cell(dp[n], figure, key, fmt) for n in names]) for label, figure, key, fmt in ROWS]
+    rows = [(label, cells) for label, cells in rows if any(c != "-" for c in cells)]
+    rows.append(("TCP checksum errors on host-b", [str(dp[n].get("tcp_csum_errors_host_b", "-")) for n in names]))
+    width = max(len(label) for label, _ in rows) + 2
+    cols = [max(len(n), *(len(cells[i]) for _, cells in rows)) + 2 for i, n in enumerate(names)]
     lines = ["".ljust(width) + "".join(n.rjust(c) for n, c in zip(names, cols, strict=True))]
-    for label, figure, key, fmt in ROWS:
-        cells = [cell(dp[n], figure, key, fmt) for n in names]
-        if all(c == "-" for c in cells):
-            continue
+    for label, cells in rows:
         lines.append(label.ljust(width) + "".join(c.rjust(w) for c, w in zip(cells, cols, strict=True)))
-    lines.append("TCP checksum errors on host-b".ljust(width)
-                 + "".join(str(dp[n].get("tcp_csum_errors_host_b", "-")).rjust(c) for n, c in zip(names, cols,
-                                                                                                   strict=True)))
     ike = results.get("ike", {})
     if ike:
         lines.append("")
@@ -247,7 +249,7 @@ def table(results: dict[str, Any]) -> str:
     lines.append("")
     lines.append("Ratios (medians, this run)")
     for name, value in results["ratios"].items():
-        lines.append(f"  {name:<52}{value:6.2f}")
+        lines.append(f"  {name:<64}{value:6.2f}")
     lines.append("")
     lines.append("labctl up -> first packet (netns / Docker): not measured here yet (slot for the lead)")
     return "\n".join(lines)
