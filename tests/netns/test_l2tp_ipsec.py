@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from labctl.backends.base import Backend
+from labctl.gateway.l2tp import ClientConfig, L2tpClient
 from labctl.lab.gateways import query
 from labctl.lab.lifecycle import backend_of, down_lab, up_lab
 from labctl.lab.model import Plan
@@ -33,18 +34,21 @@ CLIENTS = {"road-1": "alice", "road-2": "bob", "road-3": "carol"}
 HOST_B = "10.2.0.10"
 ECHO_INTERVAL = 2.0  # LCP echo in the tests: a dead client is found within about 3 intervals
 
-# An L2TP SCCRQ as a client would send it first (built by our own client core, so it is well formed).
-SCCRQ_SENDER = """
-import socket
-from labctl.gateway.l2tp import ClientConfig, L2tpClient
-client = L2tpClient(ClientConfig(user="mallory", password="x"), "lns")
-client.connect(0.0)
+# Sends an L2TP SCCRQ in clear, three times, from port 1701 (the nodes need only python3, not labctl).
+CLEAR_SENDER = """
+import socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.bind(("0.0.0.0", 1701))
-for data, _peer in client.datagrams_to_send():
-    for _ in range(3):
-        s.sendto(data, ("198.51.100.20", 1701))
+for _ in range(3):
+    s.sendto(bytes.fromhex(sys.argv[1]), ("198.51.100.20", 1701))
 """
+
+
+def sccrq() -> bytes:
+    """An SCCRQ as a client sends it first, built by our client core (so it is well formed)."""
+    client = L2tpClient(ClientConfig(user="mallory", password="x"), "lns")
+    client.connect(0.0)
+    return client.datagrams_to_send()[0][0]
 
 
 @dataclass
@@ -147,8 +151,8 @@ def check_clear_l2tp_is_refused(lab: L2tpLab, tmp: Path) -> None:
     refused = before["counters"].get("refused_clear", 0)
 
     def attack() -> None:
-        res = lab.backend.exec(lab.state, "home-router", ["python3", "-c", SCCRQ_SENDER], capture_output=True,
-                               timeout=30)
+        res = lab.backend.exec(lab.state, "home-router", ["python3", "-c", CLEAR_SENDER, sccrq().hex()],
+                               capture_output=True, timeout=30)
         assert res.returncode == 0, res.stderr
 
     pcap = lab.capture("internet", tmp / "clear.pcap", attack)
@@ -160,24 +164,28 @@ def check_clear_l2tp_is_refused(lab: L2tpLab, tmp: Path) -> None:
     assert "mallory" not in str(after)
 
 
+def check_killed_client_is_cleaned_up(lab: L2tpLab) -> None:
+    """kill -9 road-3's gateway: no goodbye; LCP echo on the LNS must notice and clean up (RFC 1661 §5.8)."""
+    carol = next(s["address"] for s in lab.l2tp("gw")["sessions_up"] if s["user"] == "carol")
+    record = next(r for r in lab.state.programs("road-3") if r.name == "gateway")
+    os.kill(record.pid, signal.SIGKILL)
+    lab.wait("carol's session ended by LCP echo", lambda: lab.users_up() == {"alice", "bob"},
+             timeout=ECHO_INTERVAL * 3 + 15)
+    lns = lab.l2tp("gw")
+    assert lns["counters"].get("sessions_echo_timeout") == 1
+    assert carol not in lns["pool"]["in_use"]
+    assert all(s["user"] != "carol" for t in lns["tunnels"] for s in t["sessions"])
+    for node in ("road-1", "road-2"):
+        assert lab.ping(node), f"{node} lost LAN-B after road-3 died"
+    assert not lab.ping("road-3", count=1)
+
+
 def test_l2tp_ipsec_lab_on_netns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LABCTL_STATE_DIR", str(tmp_path / "state"))
     with bring_up("netns", "t8-l2tp") as lab:
         check_everyone_reaches_lan_b(lab, tmp_path)
         check_clear_l2tp_is_refused(lab, tmp_path)
-        # kill -9 road-3's gateway: no goodbye; LCP echo on the LNS must notice and clean up.
-        carol = next(s["address"] for s in lab.l2tp("gw")["sessions_up"] if s["user"] == "carol")
-        record = next(r for r in lab.state.programs("road-3") if r.name == "gateway")
-        os.kill(record.pid, signal.SIGKILL)
-        lab.wait("carol's session ended by LCP echo", lambda: lab.users_up() == {"alice", "bob"},
-                 timeout=ECHO_INTERVAL * 3 + 15)
-        lns = lab.l2tp("gw")
-        assert lns["counters"].get("sessions_echo_timeout") == 1
-        assert carol not in lns["pool"]["in_use"]
-        assert all(s["user"] != "carol" for t in lns["tunnels"] for s in t["sessions"])
-        for node in ("road-1", "road-2"):
-            assert lab.ping(node), f"{node} lost LAN-B after road-3 died"
-        assert not lab.ping("road-3", count=1)
+        check_killed_client_is_cleaned_up(lab)
 
 
 def test_wrong_password_is_refused_with_a_clear_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
