@@ -23,8 +23,8 @@ def _gateway_json(plan: Any, node: str) -> dict[str, Any]:
     return data
 
 
-def _rendered(variant: str | None = None, **overrides: Any) -> dict[str, dict[str, Any]]:
-    topology = load_topology(TOPOLOGY, variant, list(overrides.items()))
+def _rendered(variant: str | None = None, overrides: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    topology = load_topology(TOPOLOGY, variant, list((overrides or {}).items()))
     plan = make_plan(topology, "t8-unit")
     return {n: _gateway_json(plan, n) for n in ("gw", "road-1", "road-2", "road-3")}
 
@@ -56,7 +56,7 @@ def test_wrong_password_variant_changes_only_road_1() -> None:
 
 
 def test_passwords_left_out_are_generated_and_shared() -> None:
-    configs = _rendered(**{"l2tp.users": {"alice": None, "bob": None, "carol": None}})
+    configs = _rendered(overrides={"l2tp.users": {"alice": None, "bob": None, "carol": None}})
     generated = configs["gw"]["l2tp"]["users"]["alice"]
     assert len(generated) >= 16 and configs["road-1"]["l2tp"]["password"] == generated
 
