@@ -51,6 +51,7 @@ class Variant:
     kind: str  # plain | ours | strongswan
     algorithm: str = ""  # a key of ALGORITHMS
     encap: bool = True  # ESP in UDP 4500 (strongSwan's libipsec always is)
+    csum_proof: bool = False  # transmit checksum offload off on gw-b's LAN side (Lab.tx_checksum_offload)
 
 
 def variants(quick: bool) -> list[Variant]:
@@ -58,6 +59,9 @@ def variants(quick: bool) -> list[Variant]:
     for alg in ALGORITHMS if not quick else ("gcm128",):
         out += [Variant(f"ours-{alg}-udp", "ours", alg, True), Variant(f"ours-{alg}-esp", "ours", alg, False),
                 Variant(f"strongswan-{alg}-udp", "strongswan", alg, True)]
+    # The same as ours-gcm128-udp, but every TCP checksum our coalesced TUN writes leave to the kernel is computed
+    # in software on gw-b and checked by host-b. Slower by construction (software checksums, no TSO to host-b).
+    out.append(Variant("ours-gcm128-udp-csum", "ours", "gcm128", True, csum_proof=True))
     return out
 
 
@@ -115,6 +119,8 @@ class Runner:
     def data_plane(self, v: Variant) -> dict[str, Any]:
         lab, t = self.lab, self.seconds
         csum_before = measure.snmp_counter(lab, "hb", "TcpInCsumErrors")
+        if v.csum_proof:
+            lab.tx_checksum_offload(False)
         pids, stop = self.start(v)
         try:
             figures: dict[str, Any] = {"ping_idle": self.repeat(lambda: measure.ping(lab, 10 if self.quick else 40))}
@@ -125,6 +131,8 @@ class Runner:
                     figures[f"udp{size}"] = self.repeat(lambda size=size: measure.udp(lab, t, size))  # type: ignore[misc]
         finally:
             stop()
+            if v.csum_proof:
+                lab.tx_checksum_offload(True)
         figures["tcp_csum_errors_host_b"] = measure.snmp_counter(lab, "hb", "TcpInCsumErrors") - csum_before
         return figures
 

@@ -45,10 +45,10 @@ CHARON_PLUGINS = (
 ALGORITHMS = {"gcm128": ("aes128gcm16", None), "cbc128-sha256": ("aes128", "sha256")}
 
 
-# ETHTOOL_STXCSUM (0x17) with data 0 through SIOCETHTOOL (0x8946): `ethtool -K DEV tx off` without ethtool.
-_TX_CSUM_OFF = """
+# ETHTOOL_STXCSUM (0x17) through SIOCETHTOOL (0x8946): `ethtool -K DEV tx on|off` without needing ethtool.
+_TX_CSUM = """
 import array, fcntl, socket, struct, sys
-cmd = array.array("B", struct.pack("II", 0x17, 0))
+cmd = array.array("B", struct.pack("II", 0x17, int(sys.argv[2])))
 ifr = struct.pack("16sP", sys.argv[1].encode(), cmd.buffer_info()[0]).ljust(40, b"\\0")
 fcntl.ioctl(socket.socket(), 0x8946, ifr)
 """
@@ -124,11 +124,16 @@ class Lab:
         self.exec("hb", ["ip", "route", "add", "default", "via", GW_B_LAN])
         for role in ("ga", "gb"):
             self.exec(role, ["sysctl", "-qw", "net.ipv4.ip_forward=1"])
-        # With transmit checksum offload on, a veth hands CHECKSUM_PARTIAL packets on unverified, so a wrong
-        # checksum seed from our coalesced TUN writes would go unnoticed. Off on gw-b's LAN side, the kernel
-        # completes every checksum in software there and host-b's TcpInCsumErrors proves them (notes/dataplane).
-        self.exec("gb", [sys.executable, "-c", _TX_CSUM_OFF, self.link("lb")])
         return self
+
+    def tx_checksum_offload(self, on: bool) -> None:
+        """Transmit checksum offload on gw-b's LAN veth.
+
+        On (the default), a veth hands CHECKSUM_PARTIAL packets on unverified, so a wrong checksum seed in our
+        coalesced TUN writes would go unnoticed. Off, the kernel completes every checksum in software there and
+        host-b's TcpInCsumErrors proves them (notes/dataplane-performance.md).
+        """
+        self.exec("gb", [sys.executable, "-c", _TX_CSUM, self.link("lb"), "1" if on else "0"])
 
     def route_plain(self, on: bool) -> None:
         """The plain routed path: each gateway routes the far LAN via the other gateway."""
