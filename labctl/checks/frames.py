@@ -111,5 +111,6 @@ def read_frames(pcap: Path, preferences: Sequence[str] = ()) -> list[Frame]:
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise TsharkError(f"tshark could not read {pcap}: {exc}") from exc
     if done.returncode != 0:
-        raise TsharkError(f"tshark could not read {pcap}: {done.stderr.strip()}")
+        message = "\n".join(line for line in done.stderr.splitlines() if not line.startswith("Running as user"))
+        raise TsharkError(f"tshark could not read {pcap}: {message.strip()}")
     return parse_fields(done.stdout)

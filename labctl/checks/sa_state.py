@@ -11,11 +11,23 @@ from typing import Any
 from labctl.checks.result import CheckResult, verdict
 
 DH_TOKEN = re.compile(r"^(modp\d+|ecp\d+|x25519|x448|curve25519|curve448|ecp\d+bp)$")
+# Two spellings of one DH group (RFC 8031: Curve25519 is group 31, strongSwan's keyword is x25519).
+ALIASES = {"x25519": "curve25519", "x448": "curve448"}
 
 
 def algorithm_tokens(text: str | None) -> tuple[str, ...]:
-    """`aes128-sha256-modp2048` or `aes128gcm16/prfsha256/ecp256` -> its tokens, lower case."""
-    return tuple(t for t in re.split(r"[-/ ]+", (text or "").lower()) if t)
+    """`aes128-sha256-modp2048` or `aes128gcm16/prfsha256/ecp256` -> its tokens, lower case, aliases unified."""
+    return tuple(ALIASES.get(t, t) for t in re.split(r"[-/ ]+", (text or "").lower()) if t)
+
+
+def same_suite(reported: str | None, proposed: str) -> bool:
+    """Whether the negotiated suite is the proposed one. A proposal without a PRF gets the PRF of its
+    integrity algorithm (RFC 7296 §3.3.2; strongSwan's proposal syntax), which the gateway then names."""
+    want = algorithm_tokens(proposed)
+    got = algorithm_tokens(reported)
+    if not any(t.startswith("prf") for t in want):
+        got = tuple(t for t in got if not t.startswith("prf"))
+    return got == want
 
 
 def without_dh(tokens: Sequence[str]) -> tuple[str, ...]:
@@ -103,7 +115,7 @@ def _ike_problems(node: str, status: Mapping[str, Any], expect: SaExpectation) -
     sa = up[0]
     if version == 1 and expect.ike_mode and sa.get("mode") != expect.ike_mode:
         problems.append(f"{node}: ISAKMP SA negotiated in {sa.get('mode')!r} mode; expected {expect.ike_mode!r}")
-    if expect.ike_algorithms and algorithm_tokens(sa.get("algorithms")) != algorithm_tokens(expect.ike_algorithms):
+    if expect.ike_algorithms and not same_suite(sa.get("algorithms"), expect.ike_algorithms):
         problems.append(f"{node}: IKE SA uses {sa.get('algorithms')!r}; expected {expect.ike_algorithms!r}")
     return problems
 

@@ -37,7 +37,7 @@ class Expectations:
     protection: str
     mode: str
     encap: bool
-    nat: bool
+    nat: bool | None
     identity_visible: bool | None
     ike_algorithms: str | None
     child_algorithms: dict[str, str]
@@ -105,7 +105,10 @@ def derive(topology: Topology, scenario: Scenario) -> Expectations:
         tunnel=name, left=t.left, right=t.right, segment=segment, keying=keying, ike_mode=ike_mode,
         protection=t.protection, mode=t.mode,
         # RFC 3948 §2 / RFC 7296 §2.23: behind a NAT, ESP moves into UDP 4500; `encap` forces it without one.
-        encap=t.encap or nat, nat=nat,
+        encap=t.encap or nat,
+        # Forcing encapsulation is done by announcing a NAT that is not there (RFC 7296 §2.23 allows faking
+        # NAT_DETECTION_SOURCE_IP), so with `encap` the NAT report is not judged.
+        nat=True if nat else (None if t.encap else False),
         # RFC 2409 §5: Aggressive Mode's ID payloads are unencrypted; Main Mode's (msgs 5-6) and IKEv2's
         # (inside SK, RFC 7296 §3.14) are encrypted. Manual keys: no IKE at all.
         identity_visible=None if keying == "manual" else (keying == "IKEv1" and ike_mode == "aggressive"),

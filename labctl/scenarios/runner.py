@@ -27,8 +27,9 @@ from labctl.backends import choose_backend
 from labctl.backends.base import Backend, BackendError
 from labctl.checks.decryption import check_decryption
 from labctl.checks.frames import TsharkError, read_frames
+from labctl.checks.gso import split_gso
 from labctl.checks.hygiene import check_hygiene, leftovers
-from labctl.checks.keytables import merge_tables, preferences
+from labctl.checks.keytables import merge_tables, preferences, read_table, refused_rows
 from labctl.checks.reachability import Probe, check_probes, ping, tcp_transfer
 from labctl.checks.result import CheckResult, Status, not_applicable
 from labctl.checks.sa_state import check_sa_state
@@ -157,6 +158,7 @@ class _Run:
             probes = self.traffic(backend, state, exp, fail_closed=False)
         finally:
             capture.stop()
+        split_gso(pcap)
         self.add(check_probes(probes, expect_ok=True))
         statuses = {n: dict(query(backend, state, n).get("gateway") or {}) for n in gateway_nodes(plan)}
         sas = list_sas(backend, state, plan)
@@ -164,7 +166,11 @@ class _Run:
         merge_tables([keys_dir(backend, state, n) for n in gateway_nodes(plan)], self.art / "keys")
         self.guarded("sa-state", lambda: check_sa_state(statuses, sas, exp.sa()))
         self.guarded("wire", lambda: check_wire(read_frames(pcap), exp.wire()))
-        if "esp" in exp.protection:
+        refused = refused_rows(self.art / "keys")
+        if "esp" in exp.protection and refused and len(refused) == len(read_table(self.art / "keys" / "esp_sa")):
+            why = f"this tshark does not know the SAs' ESP algorithm ({refused[0][1]})"
+            self.add(not_applicable("decryption", why))
+        elif "esp" in exp.protection:
             self.guarded("decryption", lambda: check_decryption(
                 read_frames(pcap, preferences(self.art / "keys")), exp.flow()))
         elif "decryption" in self.scenario.checks:
@@ -180,6 +186,7 @@ class _Run:
             probes = self.traffic(backend, state, exp, fail_closed=True)
         finally:
             capture.stop()
+        split_gso(pcap)
 
         def judge() -> CheckResult:
             blocked = check_probes(probes, expect_ok=False, name="fail-closed")
