@@ -53,7 +53,7 @@ def test_graph_unknown_format() -> None:
 def test_unknown_topology_names_the_shipped_ones() -> None:
     result = runner.invoke(app, ["validate", "nonexistent"])
     assert result.exit_code == 1
-    assert "no topology file 'nonexistent' and no shipped topology of that name (shipped: routed, site-to-site)" \
+    assert "no topology file 'nonexistent' and no shipped topology of that name (shipped: host-to-host, l2tp-ipsec, nat-t, routed, site-to-site)" \
         in result.output
 
 
@@ -61,7 +61,7 @@ def test_list_json() -> None:
     result = runner.invoke(app, ["list", "--json"])
     assert result.exit_code == 0
     data = json.loads(result.output)
-    assert [t["name"] for t in data["topologies"]] == ["routed", "site-to-site"]
+    assert [t["name"] for t in data["topologies"]] == ["host-to-host", "l2tp-ipsec", "nat-t", "routed", "site-to-site"]
     assert data["labs"] == []
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from labctl.lab.model import InterfacePlan, NetworkPlan, NodePlan, Plan, ProgramPlan, RoutePlan, plan_from_dict
@@ -39,15 +41,28 @@ def test_routed_plan() -> None:
     )
 
 
-def test_site_to_site_has_no_route_between_the_lans_and_says_ipsec_is_missing() -> None:
+def test_site_to_site_has_no_route_between_the_lans_and_runs_a_gateway_on_each_end() -> None:
     plan = make_plan(load_topology(resolve_topology("site-to-site")), "t2-x")
     assert plan.lab == "t2-x"
     for name in ("gw-a", "gw-b"):
         gateway = plan.node(name)
         assert gateway.kind == "gateway"
-        assert gateway.routes == ()
+        assert gateway.routes == ()  # LAN to LAN only through the tunnel
         assert gateway.sysctls == {"net.ipv4.ip_forward": "1"}
-        assert gateway.programs == ()
+        (program,) = gateway.programs
+        assert program.name == "gateway"
+        assert program.argv[1:] == ("-m", "labctl.gateway", "run", "--config", "{node_dir}/gateway.json",
+                                    "--state-dir", "{run_dir}")
+        config = json.loads(next(f for f in program.files if f.path == "gateway.json").content)
+        assert config["name"] == name and config["connections"][0]["version"] == 2
+    assert plan.notices == ()
+
+
+def test_a_gateway_without_a_tunnel_is_announced() -> None:
+    text = resolve_topology("site-to-site").read_text()
+    topology = parse_topology(text.split("\ntunnels:")[0], "s2s-without-tunnels.yaml")
+    plan = make_plan(topology, "t2-x")
+    assert plan.node("gw-a").programs == ()
     assert plan.notices == (
         "gateway gw-a has no IPsec configured yet: nothing is protected or tunnelled through it",
         "gateway gw-b has no IPsec configured yet: nothing is protected or tunnelled through it",
@@ -112,12 +127,14 @@ def test_lab_name_is_checked() -> None:
 
 def test_a_tunnel_gives_both_gateways_the_gateway_program() -> None:
     text = resolve_topology("site-to-site").read_text()
-    plan = make_plan(parse_topology(text + "tunnels:\n  s2s: {left: gw-a, right: gw-b, keying: manual}\n"))
+    base = text.split("\ntunnels:")[0]
+    plan = make_plan(parse_topology(base + "\ntunnels:\n  s2s: {left: gw-a, right: gw-b, keying: manual}\n"))
     assert plan.notices == ()
     for name in ("gw-a", "gw-b"):
         (program,) = plan.node(name).programs
         assert program.name == "gateway"
-        assert program.argv[1:] == ("-m", "labctl.gateway", "run", "--config", "{node_dir}/gateway.json")
+        assert program.argv[1:] == ("-m", "labctl.gateway", "run", "--config", "{node_dir}/gateway.json",
+                                    "--state-dir", "{run_dir}")
         (config,) = program.files
         assert config.path == "gateway.json"
         assert config.mode == 0o600  # it holds the tunnel's keys
