@@ -53,8 +53,8 @@ def test_graph_unknown_format() -> None:
 def test_unknown_topology_names_the_shipped_ones() -> None:
     result = runner.invoke(app, ["validate", "nonexistent"])
     assert result.exit_code == 1
-    assert "no topology file 'nonexistent' and no shipped topology of that name (shipped: host-to-host, l2tp-ipsec, nat-t, routed, site-to-site)" \
-        in result.output
+    assert ("no topology file 'nonexistent' and no shipped topology of that name "
+            "(shipped: host-to-host, l2tp-ipsec, nat-t, routed, site-to-site)") in result.output
 
 
 def test_list_json() -> None:
