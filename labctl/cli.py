@@ -228,6 +228,9 @@ def status(
     if gateways:
         out.print(gateway_view.ike_table(gateways))
         out.print(gateway_view.ipsec_table(gateways))
+        l2tp = gateway_view.l2tp_table(gateways)
+        if l2tp is not None:
+            out.print(l2tp)
     for line in gateway_view.problems(gateways, errors):
         out.print(f"[yellow]{line}[/yellow]", highlight=False)
 
@@ -304,6 +307,13 @@ def _root(
 from labctl.backends.docker_cli import register as _register_docker_commands  # noqa: E402
 
 _register_docker_commands(app)
+
+# --- scenario tests and captures (issue 7; code in labctl/scenarios/cli.py and labctl/capture.py) ---
+from labctl.capture import register as _register_capture_command  # noqa: E402
+from labctl.scenarios.cli import register as _register_test_command  # noqa: E402
+
+_register_capture_command(app)
+_register_test_command(app)
 
 
 def main() -> None:

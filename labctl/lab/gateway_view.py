@@ -69,4 +69,34 @@ def problems(gateways: dict[str, dict[str, Any]], errors: dict[str, str]) -> lis
                 lines.append(f"{node} {b['name']}: {b['last_error']}")
             elif b.get("state") != "installed":
                 lines.append(f"{node} {b['name']}: not established yet")
+        l2tp_error = (gw.get("l2tp") or {}).get("last_error")
+        if l2tp_error:
+            lines.append(f"{node} L2TP: {l2tp_error}")
     return lines
+
+
+def l2tp_table(gateways: dict[str, dict[str, Any]]) -> Table | None:
+    """L2TP tunnels and their PPP sessions (LNS and clients), or None when no gateway runs L2TP."""
+    table = Table(title="L2TP/PPP sessions (inside IPsec transport mode)")
+    for column in ("gateway", "role", "L2TP peer", "tunnel", "session", "PPP phase", "LCP", "IPCP", "auth", "user",
+                   "address"):
+        table.add_column(column)
+    rows = 0
+    for node, gw in gateways.items():
+        l2tp = gw.get("l2tp")
+        if not l2tp:
+            continue
+        for tunnel in l2tp.get("tunnels", []):
+            sessions = tunnel.get("sessions") or [{}]
+            for s in sessions:
+                rows += 1
+                table.add_row(node, l2tp.get("role", "?"), str(tunnel.get("peer", "")),
+                              f"{tunnel.get('tunnel_id')} ({tunnel.get('state')})",
+                              f"{s.get('session_id', '-')} ({s.get('state', '-')})", str(s.get("phase", "-")),
+                              str(s.get("lcp", "-")), str(s.get("ipcp", "-")), str(s.get("auth", "-")),
+                              str(s.get("user") or l2tp.get("user") or "-"), str(s.get("address") or "-"))
+        if not l2tp.get("tunnels"):
+            rows += 1
+            table.add_row(node, l2tp.get("role", "?"), "-", "no tunnel", "-", "-", "-", "-", "-",
+                          str(l2tp.get("user") or "-"), str(l2tp.get("last_error") or "-"))
+    return table if rows else None
