@@ -75,7 +75,7 @@ def esp_inside_ah(frame: Frame) -> bool:
     """AH protecting ESP: directly (ah:esp, RFC 4301 §4.5 transport adjacency) or with an IP header between
     (ah:ip:esp, AH in tunnel mode around the ESP packet, iterated tunnelling)."""
     inner = frame.layers[frame.layers.index("ah") + 1:] if "ah" in frame.layers else []
-    return inner[:1] == ["esp"] or inner[:2] == ["ip", "esp"]
+    return inner[:1] == ("esp",) or inner[:2] == ("ip", "esp")
 
 
 def link_local(frame: Frame) -> bool:

@@ -8,11 +8,12 @@ import os
 import secrets
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperCommand
 
 from labctl.backends import CHOICES as BACKEND_CHOICES
 from labctl.backends import choose_backend
@@ -109,11 +110,12 @@ def test(
                                          "Docker scenarios run one at a time (shared host address space).")] = "auto",
     jobs: Annotated[int, typer.Option("-j", "--jobs", help="Scenarios to run at once (netns).")] = 1,
     junit: Annotated[Path | None, typer.Option(help="Write a JUnit XML report here.")] = None,
-    json_file: Annotated[Path | None, typer.Option("--json", help="Write a JSON report here; with --list, "
-                                                   "print the GitHub Actions matrix instead.")] = None,
+    json_file: Annotated[str | None, typer.Option(
+        "--json", metavar="[FILE]",
+        help="Write a JSON report to FILE (no FILE or '-': standard output); with --list, print the GitHub "
+        "Actions matrix.")] = None,
     list_only: Annotated[bool, typer.Option("--list", help="List the scenarios and the excluded combinations "
                                             "(with --json: a GitHub Actions strategy.matrix) and exit.")] = False,
-    matrix_json: Annotated[bool, typer.Option("--matrix-json", hidden=True)] = False,
     keep_failed: Annotated[bool, typer.Option("--keep-failed", help="Leave failed scenarios' labs up.")] = False,
     artifacts: Annotated[Path, typer.Option(help="Folder for per-scenario artifacts (kept for failures: pcaps, "
                                             "key tables, SA dumps, gateway logs).")] = Path("labctl-test-artifacts"),
@@ -132,7 +134,7 @@ def test(
     if backend not in (*BACKEND_CHOICES, "all"):
         raise _fail(f"unknown backend {backend!r}; expected one of: {', '.join(BACKEND_CHOICES)}")
     if list_only:
-        _list(catalog, as_json=json_file is not None or matrix_json, backend="netns" if backend == "auto" else backend)
+        _list(catalog, as_json=json_file is not None, backend="netns" if backend == "auto" else backend)
         return
     if not catalog.scenarios:
         raise _fail("no scenario selected" + (f" ({len(catalog.excluded)} excluded)" if catalog.excluded else ""))
@@ -158,13 +160,29 @@ def test(
     if junit is not None:
         junit.write_text(junit_xml(results, catalog.excluded))
     if json_file is not None:
-        json_file.write_text(json.dumps(json_report(results, catalog.excluded, wall, run_jobs), indent=1,
-                                        default=str))
+        report = json.dumps(json_report(results, catalog.excluded, wall, run_jobs), indent=1, default=str)
+        if json_file == "-":
+            print(report)
+        else:
+            Path(json_file).write_text(report + "\n")
     raise typer.Exit(0 if all(r.outcome == "pass" for r in results) else 1)
 
 
+class _TestCommand(TyperCommand):
+    """`--json` with no FILE (last, or followed by another option) means standard output: `--list --json`."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:  # typer vendors its own click Context
+        fixed: list[str] = []
+        for index, arg in enumerate(args):
+            fixed.append(arg)
+            following = args[index + 1] if index + 1 < len(args) else None
+            if arg == "--json" and (following is None or (following.startswith("-") and following != "-")):
+                fixed.append("-")
+        return super().parse_args(ctx, fixed)
+
+
 def register(app: typer.Typer) -> None:
-    app.command("test")(test)
+    app.command("test", cls=_TestCommand)(test)
 
 
 __all__ = ["Scenario", "register", "select"]
