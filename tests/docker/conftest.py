@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,5 +32,9 @@ def lab_images(docker_client: Any) -> dict[str, str]:
 
 
 @pytest.fixture
-def state_dir(tmp_path: Path) -> Path:
-    return tmp_path / "state"
+def state_dir() -> Iterator[Path]:
+    """A short state root: a gateway's control socket lives under it, and unix socket paths are limited to
+    108 bytes (pytest's tmp_path alone takes about 70 of them)."""
+    path = Path(tempfile.mkdtemp(prefix="t6-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
