@@ -173,10 +173,10 @@ def _remove(k: Keying, b: Binding | None, spi_in: int, spi_out: int) -> None:
             b.state = "down"
 
 
-def _set_error(k: Keying, conn: str, reason: str) -> None:
+def _set_error(k: Keying, conn: str, reason: str, keep_earlier: bool = False) -> None:
     log.warning("%s: %s", conn, reason)
     for b in k.bindings:
-        if b.conn == conn:
+        if b.conn == conn and not (keep_earlier and b.last_error):
             b.last_error = reason
 
 
@@ -230,7 +230,9 @@ def apply_ike_event(k: Keying, ev: Any, now: float) -> bool:
         return False
     if name in ("AuthFailed", "ProposalMismatch", "PeerDead", "ChildSaFailed", "ExchangeFailed", "IkeSaDown",
                 "IsakmpSaDeleted"):
-        _set_error(k, str(getattr(ev, "conn", None) or getattr(ev, "connection", "")), ev.reason)
+        # The SA-down event that follows a failure says less than the failure itself: keep the first words.
+        _set_error(k, str(getattr(ev, "conn", None) or getattr(ev, "connection", "")), ev.reason,
+                   keep_earlier=name in ("IkeSaDown", "IsakmpSaDeleted"))
         return name in ("IkeSaDown", "IsakmpSaDeleted")
     log.info("IKE event %s", ev)
     return False

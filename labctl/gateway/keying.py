@@ -76,6 +76,7 @@ class Keying:
         self.events_log: list[str] = []
         self.ike_status_extra: dict[str, Any] = {}
         self._last_keepalive = 0.0
+        self.internal_errors = 0
         policies: list[Policy] = []
         for reqid, t in enumerate(cfg.manual, start=1):
             b = Binding(
@@ -153,8 +154,13 @@ class Keying:
             return
         version = data[17] >> 4
         engine = self.engines.get(version)
-        if engine is not None:
+        if engine is None:
+            return
+        try:
             engine.receive_datagram(data, src, dst, now)
+        except Exception:  # noqa: BLE001 - the engines count bad packets; a bug there must not kill the daemon
+            self.internal_errors += 1
+            log.exception("IKEv%d engine failed on a datagram from %s:%d", version, *src)
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, tuple[str, int], tuple[str, int]]]:
         out: list[tuple[bytes, tuple[str, int], tuple[str, int]]] = []
@@ -174,7 +180,11 @@ class Keying:
         for engine in self.engines.values():
             t = engine.get_timer()
             if t is not None and t <= now:
-                engine.handle_timer(now)
+                try:
+                    engine.handle_timer(now)
+                except Exception:  # noqa: BLE001 - see receive_ike
+                    self.internal_errors += 1
+                    log.exception("IKEv%d engine failed in its timer", engine.version)
                 changed = True
         t = self.dataplane.next_deadline()
         if t is not None and t <= now:
@@ -216,8 +226,12 @@ class Keying:
             while (ev := engine.next_event()) is not None:
                 self.events_log.append(f"{type(ev).__name__}: {getattr(ev, 'reason', '')}".rstrip(": "))
                 del self.events_log[:-50]
-                if apply_ike_event(self, ev, now):
-                    changed = True
+                try:
+                    if apply_ike_event(self, ev, now):
+                        changed = True
+                except Exception:  # noqa: BLE001 - one bad event must not take every tunnel down with the daemon
+                    self.internal_errors += 1
+                    log.exception("could not apply IKE event %s", type(ev).__name__)
         return changed
 
     def _binding(self, reqid: int) -> Binding | None:
@@ -268,6 +282,7 @@ class Keying:
             ],
             "ike": {f"v{v}": e.status() for v, e in self.engines.items()},
             "events": list(self.events_log),
+            "internal_errors": self.internal_errors,
             "dataplane": self.dataplane.counters(),
         }
 

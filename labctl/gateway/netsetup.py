@@ -57,9 +57,10 @@ def apply(plan: RoutingPlan) -> None:
     """Bring the TUN device up and install the routes and rules of `plan` (idempotent)."""
     with IPRoute() as ipr:
         idx = ipr.link_lookup(ifname=plan.tun)[0]
-        ipr.link("set", index=idx, mtu=plan.mtu, state="up")
-        # IPv6 router solicitations into an IPv4-only data plane are noise in the drop counters.
+        # Before the link comes up: IPv6 router solicitations into an IPv4-only data plane are noise in the drop
+        # counters.
         _write_sysctl(f"net/ipv6/conf/{plan.tun}/disable_ipv6", "1")
+        ipr.link("set", index=idx, mtu=plan.mtu, state="up")
         _write_sysctl(f"net/ipv4/conf/{plan.tun}/rp_filter", "0")
         _write_sysctl("net/ipv4/conf/all/rp_filter", "0")
         for prefix in plan.tunnel_prefixes:
