@@ -5,8 +5,9 @@ Layout of a lab (see `docker_spec` for the mapping, shared with compose files):
                            machine), the topology's subnet, Docker's gateway on an address no node uses,
                            host bridge `dk<tag>-<n>` (captures listen there)
   labctl-<lab>-<node>      one container per node: image by kind, only the capabilities it needs, addresses
-                           from the plan; its entry point renames interfaces and replaces Docker's default
-                           route by the topology's routes before anything runs
+                           from the plan; its entry point renames interfaces, replaces Docker's default
+                           route by the topology's routes and installs the node's masquerade (nftables)
+                           before anything runs
 Every object carries the label labctl.lab=<lab>, so `down` finds it even when labctl was killed during `up`
 (objects are also recorded in the lab's state before they are created).
 Node programs run through `docker exec`; the lab's state directory is bind-mounted, so their config files
@@ -33,7 +34,6 @@ from labctl.backends.base import (
     ExecResult,
     LabStatus,
     Progress,
-    apply_masquerade,
     lab_status,
     no_progress,
     planned_node,
@@ -122,8 +122,6 @@ class DockerBackend(Backend):
                 self._wait_ready(spec, progress)
         except self._api_error() as exc:
             raise BackendError(f"Docker: {_explain(exc)}") from exc
-        for node in plan.nodes:
-            apply_masquerade(self, state, node, progress)
         for node in plan.nodes:
             for program in node.programs:
                 progress(f"starting {program.name} on {node.name}")

@@ -181,6 +181,9 @@ def container_spec(plan: Plan, node: NodePlan) -> ContainerSpec:
         "LABCTL_INTERFACES": " ".join(f"{a.interface}={a.address}" for a in attachments),
         "LABCTL_ROUTES": _routes(node),
     }
+    if node.masquerade:
+        # The entry point installs the NAT (before the node reports ready), so a compose lab has it too.
+        environment["LABCTL_MASQUERADE"] = " ".join(node.masquerade)
     return ContainerSpec(
         name=container_name(plan.lab, node.name),
         node=node.name,

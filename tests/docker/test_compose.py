@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,25 +42,66 @@ def _compose_tool() -> list[str]:
                 pytrace=False)
 
 
+@dataclass(frozen=True)
+class ComposeLab:
+    topology: str
+    nodes: tuple[str, ...]
+    gateways: tuple[str, ...]
+    """Nodes running labctl-gateway: their tunnels must be established before the check."""
+    source: str
+    target: str
+    first_hop: str
+
+
+COMPOSE_LABS = [
+    ComposeLab("routed", ("host-a", "router-a", "router-b", "host-b"), (), "host-a", "10.2.0.10", "10.1.0.1"),
+    ComposeLab("site-to-site", ("host-a", "gw-a", "gw-b", "host-b"), ("gw-a", "gw-b"), "host-a", "10.2.0.10",
+               "10.1.0.1"),
+]
+# In a compose lab the gateway's run directory is the image's default (no labctl maps it to the host).
+COMPOSE_CONTROL_SOCKET = "/run/labctl/control.sock"
+
+
+def _wait_tunnels(container: Any, timeout: float = 30) -> None:
+    """Ask the gateway in the container (its own control client) until every binding has its SAs."""
+    deadline = time.monotonic() + timeout
+    reply: Any = None
+    while time.monotonic() < deadline:
+        done = container.exec_run(["python", "-m", "labctl.gateway", "ctl", "--socket", COMPOSE_CONTROL_SOCKET,
+                                   "status"])
+        if done.exit_code == 0:
+            reply = json.loads(done.output)
+            bindings = reply["gateway"]["bindings"]
+            if bindings and all(b["state"] == "installed" for b in bindings):
+                return
+        time.sleep(0.3)
+    raise AssertionError(f"tunnels on {container.name} not established in {timeout} s: {reply}")
+
+
 @pytest.mark.docker
+@pytest.mark.parametrize("case", COMPOSE_LABS, ids=[c.topology for c in COMPOSE_LABS])
 def test_compose_file_brings_up_a_working_lab(
-    tmp_path: Path, state_dir: Path, lab_images: dict[str, str], docker_client: Any
+    case: ComposeLab, tmp_path: Path, state_dir: Path, lab_images: dict[str, str], docker_client: Any
 ) -> None:
-    lab = "t6-compose"
+    lab = f"t6-compose-{case.topology[:4]}"
     out = tmp_path / "compose"
-    rendered = labctl(state_dir, "render", "compose", "routed", "--name", lab, "--output", str(out))
+    rendered = labctl(state_dir, "render", "compose", case.topology, "--name", lab, "--output", str(out))
     assert rendered.returncode == 0, rendered.stderr
+    for gateway in case.gateways:  # the rendered gateway configs travel with the compose file
+        assert (out / gateway / "gateway.json").is_file()
     compose = [*_compose_tool(), "-p", lab, "-f", str(out / COMPOSE_FILE)]
     try:
         up = subprocess.run([*compose, "up", "-d"], capture_output=True, text=True, timeout=300, check=False)
         assert up.returncode == 0, up.stderr
-        for node in ("host-a", "router-a", "router-b", "host-b"):
+        for node in case.nodes:
             wait_ready(docker_client, f"labctl-{lab}-{node}")
-        host_a = docker_client.containers.get(f"labctl-{lab}-host-a")
-        ping = host_a.exec_run(["ping", "-c", "2", "-W", "2", "10.2.0.10"])
+        for gateway in case.gateways:
+            _wait_tunnels(docker_client.containers.get(f"labctl-{lab}-{gateway}"))
+        source = docker_client.containers.get(f"labctl-{lab}-{case.source}")
+        ping = source.exec_run(["ping", "-c", "2", "-W", "2", case.target])
         assert ping.exit_code == 0, ping.output
-        route = host_a.exec_run(["ip", "route", "get", "10.2.0.10"]).output.decode()
-        assert "via 10.1.0.1" in route
+        route = source.exec_run(["ip", "route", "get", case.target]).output.decode()
+        assert f"via {case.first_hop}" in route
     finally:
         down = subprocess.run([*compose, "down"], capture_output=True, text=True, timeout=300, check=False)
     assert down.returncode == 0, down.stderr
