@@ -69,6 +69,9 @@ class Driver:
     def rekey_child(self, conn: str, child: str, now: float) -> None:
         self.engine.rekey(conn, child, now)
 
+    def sa_limit_reached(self, spi: int, now: float, hard: bool = False) -> None:
+        self.engine.sa_limit_reached(spi, now, hard)
+
     def rekey_ike(self, conn: str, now: float) -> None:
         self.engine.rekey(conn, "ike", now)
 
@@ -151,13 +154,21 @@ def make_v1_engine(conns: list[ConnectionConfig], rng: Callable[[int], bytes]) -
 def _install(
     k: Keying, b: Binding, protocol: str, mode: str, direction: str, spi: int, encr: str | None, encr_key: bytes,
     integ: str | None, integ_key: bytes, src: str, dst: str, encap: tuple[int, int] | None, esn: bool,
-    life_seconds: float, now: float,
+    life_seconds: float, now: float, life_bytes: int = 0, life_packets: int = 0,
 ) -> None:
+    # Volume limits live in the data plane, which counts the traffic; the soft ones make it ask IKE for a rekey
+    # (RFC 4301 §4.4.2.1), the hard ones retire the SA. Time limits are the IKE engines' own timers.
+    child = k.child_config(b.conn, b.child)
+    rekey_bytes = child.rekey_bytes if child else 0
+    rekey_packets = child.rekey_packets if child else 0
     params = SaParams(
         spi=spi, protocol=protocol, mode=mode, src=src, dst=dst,  # type: ignore[arg-type]
         encr=encr if protocol == "esp" else None, encr_key=encr_key if protocol == "esp" else b"",
         integ=integ, integ_key=integ_key, esn=esn, encap=encap,
-        lifetime=Lifetime(hard_seconds=life_seconds + HARD_LIFETIME_SLACK if life_seconds else 0.0),
+        lifetime=Lifetime(
+            soft_bytes=rekey_bytes, hard_bytes=life_bytes, soft_packets=rekey_packets, hard_packets=life_packets,
+            hard_seconds=life_seconds + HARD_LIFETIME_SLACK if life_seconds else 0.0,
+        ),
         reqid=b.reqid,
     )
     k.dataplane.add_sa(params, direction, now)  # type: ignore[arg-type]
@@ -191,7 +202,7 @@ def apply_ike_event(k: Keying, ev: Any, now: float) -> bool:
         life = ev.life_time
         for direction, d in (("in", ev.inbound), ("out", ev.outbound)):
             _install(k, b, ev.protocol, ev.mode, direction, d.spi, d.encr, d.encr_key, d.integ, d.integ_key,
-                     d.src, d.dst, d.encap, ev.esn, life, now)
+                     d.src, d.dst, d.encap, ev.esn, life, now, ev.life_bytes, ev.life_packets)
         b.state, b.last_error = "installed", ""
         log.info("%s/%s: %s %s SAs in 0x%08x out 0x%08x", ev.conn, ev.child, ev.protocol, ev.mode,
                  ev.inbound.spi, ev.outbound.spi)
@@ -205,7 +216,7 @@ def apply_ike_event(k: Keying, ev: Any, now: float) -> bool:
                                        ("out", ev.outbound, ev.local_addr, ev.remote_addr)):
             encap = ev.encap if direction == "out" or ev.encap is None else (ev.encap[1], ev.encap[0])
             _install(k, b, ev.protocol, ev.mode, direction, d.spi, d.encr, d.encr_key, d.integ, d.integ_key,
-                     src, dst, encap, False, ev.lifetime, now)
+                     src, dst, encap, False, ev.lifetime, now, (ev.life_kilobytes or 0) * 1024)
         b.state, b.last_error = "installed", ""
         log.info("%s/%s: %s %s SAs in 0x%08x out 0x%08x", ev.connection, ev.child, ev.protocol, ev.mode,
                  ev.inbound.spi, ev.outbound.spi)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from labctl.gateway.config import ANY, ConnectionConfig, GatewayConfig, ManualKeys, ManualTunnel
+from labctl.gateway.config import ANY, ChildConfig, ConnectionConfig, GatewayConfig, ManualKeys, ManualTunnel
 from labctl.gateway.ipsec.dataplane import DataPlane
 from labctl.gateway.ipsec.events import Acquire, HardExpired, SeqExhausted, SoftExpired
 from labctl.gateway.ipsec.sad import Lifetime, SaParams
@@ -215,12 +215,15 @@ class Keying:
             elif isinstance(ev, SoftExpired | SeqExhausted):
                 b = self._binding(ev.reqid)
                 if b is not None and b.version:
-                    # RFC 4301 §4.4.2.1: a soft lifetime (or a sequence number about to wrap) asks for a new SA.
-                    self.engines[b.version].rekey_child(b.conn, b.child, now)
+                    # RFC 4301 §4.4.2.1: a soft lifetime (or a sequence number about to wrap, RFC 4303 §3.3.3)
+                    # asks for a new SA.
+                    self.engines[b.version].sa_limit_reached(ev.spi, now)
             elif isinstance(ev, HardExpired):
                 b = self._binding(ev.reqid)
                 if b is not None:
                     b.sas = [s for s in b.sas if s[0] != ev.spi]
+                    if b.version:
+                        self.engines[b.version].sa_limit_reached(ev.spi, now, hard=True)
                     changed = True
         for engine in self.engines.values():
             while (ev := engine.next_event()) is not None:
@@ -239,6 +242,10 @@ class Keying:
 
     def binding_for(self, conn: str, child: str) -> Binding | None:
         return next((b for b in self.bindings if b.conn == conn and b.child == child), None)
+
+    def child_config(self, conn: str, child: str) -> ChildConfig | None:
+        c = self.connection(conn)
+        return next((ch for ch in c.children if ch.name == child), None) if c else None
 
     def connection(self, name: str) -> ConnectionConfig | None:
         return next((c for c in self.cfg.connections if c.name == name), None)

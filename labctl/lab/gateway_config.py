@@ -142,6 +142,8 @@ def _ike(
             "proposals": list(ike.esp_proposals),
             "rekey_time": ike.child_rekey_time,
             "life_time": ike.child_life_time,
+            "rekey_bytes": ike.child_rekey_bytes,
+            "rekey_packets": ike.child_rekey_packets,
             # The right side answers; only the left side initiates (a start on both ends would race).
             "start_action": ike.start_action if side == "left" else "none",
         }

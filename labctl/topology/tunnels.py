@@ -94,6 +94,9 @@ class IkeSettings(_Strict):
     rekey_time: float = Field(default=14400, gt=0)
     child_rekey_time: float = Field(default=3600, gt=0)
     child_life_time: float = Field(default=0, ge=0)
+    child_rekey_bytes: int = Field(default=0, ge=0)
+    """Rekey a child SA after this much traffic (soft volume lifetime, counted by the data plane); 0: never."""
+    child_rekey_packets: int = Field(default=0, ge=0)
     dpd_delay: float = Field(default=0, ge=0)
     dpd_action: Literal["restart", "clear", "none"] = "restart"
     start_action: Literal["start", "trap", "none"] = "start"
