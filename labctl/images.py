@@ -11,7 +11,8 @@ Layers, each cached by a hash of what goes into it so an unchanged tree is never
    ``labctl/gateway/`` (the orchestrator is deliberately absent: the gateway must not import it).
 3. ``labctl-host``: the base + a small TCP/UDP echo tool.
 
-The Dockerfiles live in ``images/<name>/``; ``images/node-entrypoint`` is shared by every node image.
+The Dockerfiles live in ``images/<name>/``; ``images/node-entrypoint`` is shared by every node image. Installed,
+they are package data (``labctl/image_files``, a link to ``images/`` in the source tree; see MANIFEST.in).
 """
 
 from __future__ import annotations
@@ -75,9 +76,10 @@ def _quiet(_: str) -> None:
 
 
 def images_dir() -> Path:
-    """The directory with the Dockerfiles (``images/`` of the source tree, or $LABCTL_IMAGES_DIR)."""
+    """The directory with the Dockerfiles: ``labctl/image_files`` (a link to the source tree's ``images/``, and
+    package data in a wheel, so an installed labctl finds it too), or $LABCTL_IMAGES_DIR."""
     env = os.environ.get("LABCTL_IMAGES_DIR")
-    path = Path(env) if env else Path(labctl.__file__).resolve().parent.parent / "images"
+    path = Path(env) if env else Path(labctl.__file__).resolve().parent / "image_files"
     if not (path / "node-entrypoint").is_file():
         raise ImageError(f"image sources not found in {path}: set LABCTL_IMAGES_DIR to the images/ directory")
     return path
@@ -446,6 +448,9 @@ def ensure_image(client: Any, name: str, progress: Progress = _quiet, rebuild: b
             for rel, src in files:
                 (ctx / rel).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(src, ctx / rel)
+                if src.read_bytes()[:2] == b"#!":
+                    # Scripts run in the image whatever mode an installer gave the package data.
+                    (ctx / rel).chmod(0o755)
             labels = {LABEL_IMAGE: name, LABEL_INPUTS: digest}
             _docker_build(client, ctx, tag, labels, {"BASE": base}, progress)
         progress(f"{name}: built {tag}")

@@ -172,3 +172,36 @@ def test_engine_messages_say_what_to_do(monkeypatch: pytest.MonkeyPatch, tmp_pat
         docker_engine.connect(timeout=2)
     assert info.value.reason == "missing" and "apt-get install docker.io" in str(info.value)
     assert docker_engine.engine_answers() is False
+
+
+def test_the_image_sources_ship_with_the_package(tmp_path: Path) -> None:
+    """An installed labctl (not the source tree) must find images/: it is package data, labctl/image_files."""
+    import shutil
+    import subprocess
+    import sys
+    import tarfile
+
+    from labctl.images import images_dir
+
+    repo = Path(__file__).resolve().parents[2]
+    assert images_dir().resolve() == (repo / "images").resolve()
+    # A clean copy of the source: setuptools would otherwise reuse the file list of an earlier build (egg-info).
+    source = tmp_path / "src"
+    skip = shutil.ignore_patterns(".git", ".venv", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis", "build",
+                                  "dist", "artifacts", "*.pcap")
+    shutil.copytree(repo, source, symlinks=True, ignore=skip)
+    build = "import sys; from setuptools import build_meta; print(build_meta.build_sdist(sys.argv[1]))"
+    done = subprocess.run([sys.executable, "-c", build, str(tmp_path)], cwd=source, capture_output=True, text=True,
+                          check=False, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    sdist = tmp_path / done.stdout.strip().splitlines()[-1]
+    with tarfile.open(sdist) as tar:
+        shipped = {m.name.split("/", 1)[1]: m for m in tar.getmembers() if m.isfile()}
+        expected = {f"labctl/image_files/{p.relative_to(repo / 'images').as_posix()}": p
+                    for p in (repo / "images").rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+        assert {"labctl/image_files/node-entrypoint", "labctl/image_files/gateway/Dockerfile",
+                "labctl/image_files/host/Dockerfile"} <= expected.keys()
+        for name, source in expected.items():
+            assert name in shipped, f"{name} is not in the sdist"
+            member = tar.extractfile(shipped[name])
+            assert member is not None and member.read() == source.read_bytes(), name
