@@ -13,6 +13,8 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
+from labctl.gateway.ipsec.ipv4 import internet_checksum
+
 NATT_PORT = 4500
 _PCAP_MAGIC = {b"\xd4\xc3\xb2\xa1": "<", b"\xa1\xb2\xc3\xd4": ">", b"\x4d\x3c\xb2\xa1": "<", b"\xa1\xb2\x3c\x4d": ">"}
 LINKTYPE_ETHERNET = 1
@@ -20,16 +22,6 @@ ETH_HEADER = 14
 ETHERTYPE_IPV4 = b"\x08\x00"
 UDP_HEADER = 8
 ESP_HEADER = 8  # SPI + sequence number
-
-
-def _checksum(data: bytes) -> int:
-    # RFC 1071: the one's complement of the one's complement sum of 16-bit words.
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
 
 
 def segment_size(payload: bytes) -> int | None:
@@ -69,7 +61,7 @@ def split_frame(frame: bytes) -> list[bytes]:
         header = bytearray(ip[:ihl])
         struct.pack_into("!H", header, 2, ihl + UDP_HEADER + len(chunk))
         struct.pack_into("!H", header, 10, 0)
-        struct.pack_into("!H", header, 10, _checksum(bytes(header)))
+        struct.pack_into("!H", header, 10, internet_checksum(header))
         # RFC 3948 §2.1: the UDP checksum of ESP-in-UDP SHOULD be sent as zero.
         udp = struct.pack("!HHHH", sport, dport, UDP_HEADER + len(chunk), 0)
         frames.append(frame[:ETH_HEADER] + bytes(header) + udp + chunk)
