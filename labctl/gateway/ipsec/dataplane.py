@@ -315,27 +315,24 @@ class DataPlane:
                 sa = self._sad.inbound(int.from_bytes(packet[20:24], "big"), packet[16:20])
                 route = self._learn_inbound(sa, key, self._in_ip_routes)
             if route is not None:
-                return self._run_inbound(route, packet, 20, now)
-        try:
-            ihl = ipv4.header_length(packet)
-            if not ihl:
-                raise PacketDropped("malformed")
-            tot = ipv4.total_length(packet)
-            if tot < ihl or tot > len(packet):
-                raise PacketDropped("malformed")
-            if tot < len(packet):
-                packet = packet[:tot]
-            if ipv4.is_fragment(packet):
-                raise PacketDropped("fragment")  # the kernel reassembles before raw delivery; never expected
-            if packet[9] not in _IPSEC:
-                raise PacketDropped("not_ipsec")
-            return self._decapsulate(packet, ihl, [], now)
-        except PacketDropped as dropped:
-            self._drops[dropped.reason] += 1
-            return None
-        except Exception:  # a bug must not kill the daemon; the property tests require this to stay 0
-            self._drops["internal_error"] += 1
-            return None
+                return self._guarded(route, packet, 20, now)
+        return self._guarded(self._inbound_ip, packet, now)
+
+    def _inbound_ip(self, packet: bytes, now: float) -> bytes:
+        """The general path of ``inbound_ip``: every layout, AH, transport mode, bundles."""
+        ihl = ipv4.header_length(packet)
+        if not ihl:
+            raise PacketDropped("malformed")
+        tot = ipv4.total_length(packet)
+        if tot < ihl or tot > len(packet):
+            raise PacketDropped("malformed")
+        if tot < len(packet):
+            packet = packet[:tot]
+        if ipv4.is_fragment(packet):
+            raise PacketDropped("fragment")  # the kernel reassembles before raw delivery; never expected
+        if packet[9] not in _IPSEC:
+            raise PacketDropped("not_ipsec")
+        return self._decapsulate(packet, ihl, [], now)
 
     def inbound_udp(self, payload: bytes, src: str, sport: int, dst: str, dport: int, now: float) -> bytes | None:
         """A datagram from UDP 4500: the plain packet for TUN, or None (dropped, keepalive, or IKE)."""
@@ -346,39 +343,37 @@ class DataPlane:
                 route = self._learn_inbound(self._sad.inbound_encap(int.from_bytes(key, "big")), key,
                                             self._in_udp_routes)
             if route is not None:
-                return self._run_inbound(route, payload, 0, now)
-        try:
-            kind = classify_udp4500(payload)
-            if kind != "esp":
-                if kind == "keepalive":
-                    self.keepalives += 1
-                    return None
-                raise PacketDropped("ike_on_dataplane" if kind == "ike" else "malformed")
-            sa = self._sad.inbound_encap(int.from_bytes(payload[:4], "big"))
-            if sa is None or sa.protocol != "esp":
-                raise PacketDropped("unknown_spi")
-            inner, next_header, _seq = open_esp(sa, payload)
-            self._account_in(sa, len(inner), now)
-            if sa.tunnel:
-                packet = self._inner(inner, next_header)
-            else:
-                header = ipv4.build_header(socket.inet_aton(src), socket.inet_aton(dst), next_header, len(inner), 0)
-                packet = fix_transport_checksum(header + inner, 20)
-            return self._finish_inbound(packet, [sa], now)
-        except PacketDropped as dropped:
-            self._drops[dropped.reason] += 1
-            return None
-        except Exception:  # see inbound_ip
-            self._drops["internal_error"] += 1
-            return None
+                return self._guarded(route, payload, 0, now)
+        return self._guarded(self._inbound_udp, payload, src, dst, now)
 
-    def _run_inbound(self, route: InRoute, data: bytes, start: int, now: float) -> bytes | None:
+    def _inbound_udp(self, payload: bytes, src: str, dst: str, now: float) -> bytes | None:
+        """The general path of ``inbound_udp``: keepalives, transport mode, anything not compiled."""
+        kind = classify_udp4500(payload)
+        if kind != "esp":
+            if kind == "keepalive":
+                self.keepalives += 1
+                return None
+            raise PacketDropped("ike_on_dataplane" if kind == "ike" else "malformed")
+        sa = self._sad.inbound_encap(int.from_bytes(payload[:4], "big"))
+        if sa is None or sa.protocol != "esp":
+            raise PacketDropped("unknown_spi")
+        inner, next_header, _seq = open_esp(sa, payload)
+        self._account_in(sa, len(inner), now)
+        if sa.tunnel:
+            packet = self._inner(inner, next_header)
+        else:
+            header = ipv4.build_header(socket.inet_aton(src), socket.inet_aton(dst), next_header, len(inner), 0)
+            packet = fix_transport_checksum(header + inner, 20)
+        return self._finish_inbound(packet, [sa], now)
+
+    def _guarded(self, handler: Callable[..., bytes | None], *args: object) -> bytes | None:
+        """Run an inbound handler: a dropped packet is counted under its reason, never raised."""
         try:
-            return route(data, start, now)
+            return handler(*args)
         except PacketDropped as dropped:
             self._drops[dropped.reason] += 1
             return None
-        except Exception:  # see inbound_ip
+        except Exception:  # a bug must not kill the daemon; the property tests require this to stay 0
             self._drops["internal_error"] += 1
             return None
 
