@@ -65,7 +65,7 @@ _TUNNEL_NEXT = ipv4.PROTO_IPIP
 _IPSEC = (ipv4.PROTO_ESP, ipv4.PROTO_AH)
 _FLOW_CACHE_MAX = 4096  # flows remembered per direction; the cache is simply emptied when it fills
 OutRoute = Callable[[bytes, float], OutboundResult | None]
-InRoute = Callable[[bytes, int, float], bytes]
+InRoute = Callable[[bytes, int, float], bytes | None]  # (buffer, offset of the ESP/IP header, now)
 
 
 class DataPlane:
@@ -316,9 +316,9 @@ class DataPlane:
                 route = self._learn_inbound(sa, key, self._in_ip_routes)
             if route is not None:
                 return self._guarded(route, packet, 20, now)
-        return self._guarded(self._inbound_ip, packet, now)
+        return self._guarded(self._inbound_ip, packet, 0, now)
 
-    def _inbound_ip(self, packet: bytes, now: float) -> bytes:
+    def _inbound_ip(self, packet: bytes, _start: int, now: float) -> bytes:
         """The general path of ``inbound_ip``: every layout, AH, transport mode, bundles."""
         ihl = ipv4.header_length(packet)
         if not ihl:
@@ -344,7 +344,7 @@ class DataPlane:
                                             self._in_udp_routes)
             if route is not None:
                 return self._guarded(route, payload, 0, now)
-        return self._guarded(self._inbound_udp, payload, src, dst, now)
+        return self._guarded(lambda data, _start, t: self._inbound_udp(data, src, dst, t), payload, 0, now)
 
     def _inbound_udp(self, payload: bytes, src: str, dst: str, now: float) -> bytes | None:
         """The general path of ``inbound_udp``: keepalives, transport mode, anything not compiled."""
@@ -366,10 +366,10 @@ class DataPlane:
             packet = fix_transport_checksum(header + inner, 20)
         return self._finish_inbound(packet, [sa], now)
 
-    def _guarded(self, handler: Callable[..., bytes | None], *args: object) -> bytes | None:
+    def _guarded(self, handler: InRoute, data: bytes, start: int, now: float) -> bytes | None:
         """Run an inbound handler: a dropped packet is counted under its reason, never raised."""
         try:
-            return handler(*args)
+            return handler(data, start, now)
         except PacketDropped as dropped:
             self._drops[dropped.reason] += 1
             return None
