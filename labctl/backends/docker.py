@@ -22,7 +22,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -362,29 +362,35 @@ def remove_lab_objects(
 ) -> list[str]:
     """Remove the lab's containers, then its networks: those labelled with the lab AND those recorded in
     `state` (an object whose creation was cut short may carry no label yet)."""
+    containers = client.containers.list(all=True, filters=_lab_filter(lab))
+    networks = client.networks.list(filters=_lab_filter(lab))
+    removed = _remove(
+        "container", containers, client.containers.get, state, progress, lambda c: c.remove(force=True, v=True)
+    )
+    return removed + _remove("network", networks, client.networks.get, state, progress, lambda n: n.remove())
+
+
+def _remove(
+    kind: str,
+    labelled: list[Any],
+    get: Callable[[str], Any],
+    state: LabState | None,
+    progress: Progress,
+    remove: Callable[[Any], None],
+) -> list[str]:
     from docker.errors import NotFound
 
+    found = {obj.name: obj for obj in labelled}
+    recorded = {r.name for r in state.objects(f"docker-{kind}")} if state else set()
+    for name in sorted(recorded - found.keys()):
+        with contextlib.suppress(NotFound):
+            found[name] = get(name)
     removed = []
-    names = {r.name for r in state.objects("docker-container")} if state else set()
-    containers = {c.name: c for c in client.containers.list(all=True, filters=_lab_filter(lab))}
-    for name in sorted(names - containers.keys()):
-        with contextlib.suppress(NotFound):
-            containers[name] = client.containers.get(name)
-    for name, container in sorted(containers.items()):
-        progress(f"removing container {name}")
-        with contextlib.suppress(NotFound):
-            container.remove(force=True, v=True)
-            removed.append(f"container {name}")
-    net_names = {r.name for r in state.objects("docker-network")} if state else set()
-    networks = {n.name: n for n in client.networks.list(filters=_lab_filter(lab))}
-    for name in sorted(net_names - networks.keys()):
-        with contextlib.suppress(NotFound):
-            networks[name] = client.networks.get(name)
-    for name, network in sorted(networks.items()):
-        progress(f"removing network {name}")
-        with contextlib.suppress(NotFound):
-            network.remove()
-            removed.append(f"network {name}")
+    for name, obj in sorted(found.items()):
+        progress(f"removing {kind} {name}")
+        with contextlib.suppress(NotFound):  # already gone: removed by someone else in between
+            remove(obj)
+            removed.append(f"{kind} {name}")
     return removed
 
 
