@@ -46,16 +46,22 @@ _MAX_FLOWS = 32  # flows with a pending batch before everything is flushed
 
 
 class _Batch:
-    __slots__ = ("first", "hlen", "mss", "next_seq", "payloads", "size", "closed")
+    __slots__ = ("first", "hlen", "mss", "next_seq", "payloads", "size", "closed", "tos", "ttl", "head", "options")
 
-    def __init__(self, first: bytes, hlen: int, mss: int, seq: int) -> None:
+    def __init__(self, first: bytes, hlen: int, seq: int) -> None:
         self.first = first  # the first segment: its headers become the super-packet's headers
         self.hlen = hlen
-        self.mss = mss
-        self.next_seq = (seq + mss) & 0xFFFFFFFF
+        self.mss = len(first) - hlen
+        self.next_seq = (seq + self.mss) & 0xFFFFFFFF
         self.payloads = [first[hlen:]]
         self.size = len(first)
-        self.closed = False  # a shorter segment or PSH ended the batch: nothing may follow it
+        self.closed = bool(first[33] & _PSH)  # a shorter segment or PSH ends a batch: nothing may follow it
+        # What every later segment must repeat (Linux GRO compares the same): TOS, TTL, and ACK number, data
+        # offset, flags and window in one slice, and the TCP options (timestamps) byte for byte.
+        self.tos = first[1]
+        self.ttl = first[8]
+        self.head = first[28:36]
+        self.options = first[40:hlen]
 
 
 class TcpCoalescer:
@@ -86,36 +92,32 @@ class TcpCoalescer:
             return
         seq = int.from_bytes(pkt[24:28], "big")
         if batch is not None:
-            first = batch.first
-            mss = batch.mss
+            size = n - hlen
+            head = batch.head
             if (
                 not batch.closed
                 and seq == batch.next_seq
                 and hlen == batch.hlen
-                and n - hlen <= mss
-                and batch.size + n - hlen <= _MAX_SUPER
-                and pkt[1] == first[1]  # TOS
-                and pkt[8] == first[8]  # TTL
-                and pkt[28:32] == first[28:32]  # ACK number
-                and pkt[34:36] == first[34:36]  # window
-                and pkt[40:hlen] == first[40:hlen]  # options (timestamps) identical
-                and not first[33] & _PSH
+                and size <= batch.mss
+                and batch.size + size <= _MAX_SUPER
+                and pkt[1] == batch.tos
+                and pkt[8] == batch.ttl
+                and (pkt[28:36] == head or (pkt[28:33] == head[:5] and pkt[34:36] == head[6:]))  # PSH may differ
+                and pkt[40:hlen] == batch.options
             ):
                 batch.payloads.append(pkt[hlen:])
-                batch.size += n - hlen
-                batch.next_seq = (seq + n - hlen) & 0xFFFFFFFF
-                if n - hlen < mss or flags & _PSH:
+                batch.size += size
+                batch.next_seq = (seq + size) & 0xFFFFFFFF
+                if size < batch.mss or flags & _PSH:
                     batch.closed = True
                     if flags & _PSH:
+                        first = batch.first
                         batch.first = first[:33] + bytes((first[33] | _PSH,)) + first[34:]
                 return
             self._emit(self._batches.pop(key))
         elif len(self._batches) >= _MAX_FLOWS:
             self.flush_pending()
-        new = _Batch(pkt, hlen, n - hlen, seq)
-        if flags & _PSH:
-            new.closed = True
-        self._batches[key] = new
+        self._batches[key] = _Batch(pkt, hlen, seq)
 
     def flush_pending(self) -> None:
         for batch in self._batches.values():
@@ -134,7 +136,7 @@ class TcpCoalescer:
             self._out.append(PLAIN_VNET_HDR + first)
             return
         hlen = batch.hlen
-        total = hlen + sum(map(len, batch.payloads))
+        total = batch.size
         ip = bytearray(first[:20])
         ip[2:4] = total.to_bytes(2, "big")
         ip[10] = ip[11] = 0
