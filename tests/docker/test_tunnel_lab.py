@@ -9,11 +9,13 @@ import os
 import signal
 import subprocess
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
-from docker_labtools import labctl, leftovers
+import yaml
+from docker_labtools import TOPOLOGIES, labctl, leftovers
 from tunnel_checks import (
     ESP,
     HOST_TO_HOST,
@@ -160,3 +162,19 @@ def test_wire_check_flags_what_is_not_ipsec_between_the_ends() -> None:
     third = Packet(peers[0], "198.51.100.99", ESP, frozenset(), "eth:ethertype:ip:esp")
     for bad in (clear, ping_between_ends, readable, other_udp, third):
         assert len(wire_problems([esp, bad], SITE_TO_SITE)) == 1, bad
+
+
+SITE_TO_SITE_VARIANTS = sorted(yaml.safe_load((TOPOLOGIES / "site-to-site.yaml").read_text())["variants"])
+
+
+@pytest.mark.docker
+@pytest.mark.root
+@pytest.mark.parametrize("variant", SITE_TO_SITE_VARIANTS)
+def test_every_site_to_site_variant_on_docker(
+    variant: str, state_dir: Path, monkeypatch: pytest.MonkeyPatch, lab_images: dict[str, str]
+) -> None:
+    monkeypatch.setenv("LABCTL_STATE_DIR", str(state_dir))
+    lab_name = f"t6-var-{SITE_TO_SITE_VARIANTS.index(variant):02d}"
+    with lab_up(replace(SITE_TO_SITE, variant=variant), "docker", lab_name) as lab:
+        assert ping(lab, SITE_TO_SITE.source, SITE_TO_SITE.target)
+    assert left_behind("docker", lab_name, state_dir) == []
