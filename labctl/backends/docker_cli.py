@@ -80,19 +80,28 @@ def render_compose_command(
     output: Annotated[Path | None, typer.Option("--output", "-o",
                                                 help="Directory to write (default: compose/<topology>).")] = None,
     name: Annotated[str | None, typer.Option("--name", help="Lab name (default: the topology's name).")] = None,
+    variant: Annotated[str | None, typer.Option("--variant", "-v", help="A variant defined in the topology file.")]
+    = None,
+    assign: Annotated[list[str] | None, typer.Option("--set", help="Override one field, PATH=VALUE; repeatable.")]
+    = None,
 ) -> None:
-    """Write a compose file (and the nodes' config files) equivalent to `labctl up TOPOLOGY --backend docker`."""
+    """Write a compose file (and the nodes' config files, e.g. the gateways' rendered configs) equivalent to
+    `labctl up TOPOLOGY --backend docker` with the same options."""
     from labctl.backends.docker_compose import COMPOSE_FILE, write_compose
     from labctl.backends.docker_spec import SpecError
     from labctl.lab.plan import make_plan
     from labctl.topology.catalog import resolve_topology
     from labctl.topology.errors import TopologyError
     from labctl.topology.load import load_topology
+    from labctl.topology.variants import parse_assignment
 
     try:
-        model = load_topology(resolve_topology(topology))
+        parsed = [parse_assignment(a) for a in assign or ()]
+        model = load_topology(resolve_topology(topology), variant, parsed)
         plan = make_plan(model, name)
-        directory = output or Path("compose") / plan.topology
+        # A variant or override gets its own directory: compose/<topology> holds the shipped (plain) lab.
+        default = plan.topology + (f"-{variant}" if variant else "") + ("-custom" if parsed else "")
+        directory = output or Path("compose") / default
         written = write_compose(plan, directory)
     except FileNotFoundError as exc:
         raise _fail(str(exc)) from None

@@ -205,3 +205,19 @@ def test_the_image_sources_ship_with_the_package(tmp_path: Path) -> None:
             assert name in shipped, f"{name} is not in the sdist"
             member = tar.extractfile(shipped[name])
             assert member is not None and member.read() == source.read_bytes(), name
+
+
+def test_render_compose_takes_variants_and_overrides(tmp_path: Path) -> None:
+    import json
+
+    from docker_labtools import labctl
+
+    out = tmp_path / "v1"
+    done = labctl(tmp_path, "render", "compose", "site-to-site", "--variant", "ikev1-main",
+                  "--set", "tunnels.s2s.encap=true", "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    config = json.loads((out / "gw-a" / "gateway.json").read_text())
+    connection = config["connections"][0]
+    assert (connection["version"], connection["ike_mode"], connection["encap"]) == (1, "main", True)
+    bad = labctl(tmp_path, "render", "compose", "site-to-site", "--variant", "no-such", "-o", str(tmp_path / "x"))
+    assert bad.returncode != 0 and "no-such" in bad.stderr and not (tmp_path / "x").exists()
