@@ -76,7 +76,9 @@ def test_wrong_keys_fail(tmp_path: Path) -> None:
     wrpcap(str(pcap), _traffic())
     result = check_decryption(read_frames(pcap, preferences(_keys(tmp_path, key_ab=bytes(20)))), FLOW)
     assert result.status == "fail"
-    assert sum("did not decrypt" in d for d in result.details) == 3
+    # A wrong key yields garbage; now and then tshark reads a plausible next header in it, but never the traffic.
+    assert f"no decrypted echo-request {HOST_A} -> {HOST_B}" in result.details
+    assert f"no decrypted tcp {HOST_A} -> {HOST_B}" in result.details
 
 
 def test_without_keys_nothing_decrypts(tmp_path: Path) -> None:
