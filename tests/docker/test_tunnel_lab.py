@@ -178,3 +178,26 @@ def test_every_site_to_site_variant_on_docker(
     with lab_up(replace(SITE_TO_SITE, variant=variant), "docker", lab_name) as lab:
         assert ping(lab, SITE_TO_SITE.source, SITE_TO_SITE.target)
     assert left_behind("docker", lab_name, state_dir) == []
+
+
+# Remote access: three road warriors (road-2 and road-3 behind one NAT router, 198.51.100.30) dial into gw.
+L2TP_IPSEC = Tunnel("l2tp-ipsec", None, "road-1", "10.2.0.10", "road-2", "10.2.0.10", "gw",
+                    frozenset({"198.51.100.20", "198.51.100.30", "198.51.100.31"}))
+
+
+@pytest.mark.docker
+@pytest.mark.root
+def test_l2tp_ipsec_on_docker(
+    tmp_path: Path, state_dir: Path, monkeypatch: pytest.MonkeyPatch, lab_images: dict[str, str]
+) -> None:
+    monkeypatch.setenv("LABCTL_STATE_DIR", str(state_dir))
+    with lab_up(L2TP_IPSEC, "docker", "t6-l2tp") as lab:
+        cap = capture(lab, tmp_path / "l2tp.pcap")
+        for road in ("road-1", "road-2", "road-3"):
+            assert ping(lab, road, "10.2.0.10"), f"{road} cannot reach host-b over L2TP/IPsec"
+        packets = read_packets(cap.stop())
+        # L2TP (UDP 1701) only inside ESP: nothing of it crosses the internet segment in clear (RFC 3193 §4)
+        assert wire_problems(packets, L2TP_IPSEC) == []
+        assert not [p for p in packets if "1701" in p.ports or ":l2tp" in p.protocols]
+        assert {p.src for p in packets if p.proto == ESP or "4500" in p.ports} >= L2TP_IPSEC.peers
+    assert left_behind("docker", "t6-l2tp", state_dir) == []

@@ -44,7 +44,8 @@ class Tunnel:
     end: str
     """The tunnel end on the source's side (its gateway is the one stopped in the fail-closed checks)."""
     peers: frozenset[str]
-    """The tunnel ends' addresses on the internet segment: the only ones any packet there may carry."""
+    """The tunnel ends' addresses on the internet segment (as seen there: behind a NAT, the router's): the only
+    ones any packet there may carry."""
 
 
 SITE_TO_SITE = Tunnel("site-to-site", None, "host-a", "10.2.0.10", "host-b", "10.1.0.10", "gw-a",
@@ -121,7 +122,7 @@ def wire_problems(packets: list[Packet], tunnel: Tunnel) -> list[str]:
     """What on the internet segment is not IPsec between the tunnel ends, or shows protected traffic."""
     problems = []
     for p in packets:
-        between_peers = {p.src, p.dst} == set(tunnel.peers)
+        between_peers = p.src != p.dst and {p.src, p.dst} <= tunnel.peers
         ipsec = p.proto in (ESP, AH) or (p.proto == UDP and bool(p.ports & IKE_PORTS)) or _quotes_ipsec(p)
         if not (between_peers and ipsec):
             problems.append(f"not IPsec between the tunnel ends: {p}")
