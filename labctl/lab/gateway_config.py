@@ -19,6 +19,7 @@ from labctl.topology.model import Topology
 from labctl.topology.tunnels import (
     ManualDirection,
     Tunnel,
+    default_tun_mtu,
     endpoint_address,
     endpoint_network,
     peer_sees,
@@ -191,7 +192,7 @@ def render_gateways(lab: str, topology: Topology) -> dict[str, RenderedGateway]:
                     "name": node,
                     "state_dir": ".",
                     "local": addrs[side],
-                    "tun": {"name": TUN_NAME, "mtu": t.tun_mtu},
+                    "tun": {"name": TUN_NAME, "mtu": default_tun_mtu(t)},
                     "manual": [],
                     "connections": [],
                 })

@@ -118,8 +118,26 @@ class Tunnel(_Strict):
     keying: Literal["ike", "manual"] = "ike"
     ike: IkeSettings = IkeSettings()
     manual: ManualSettings = ManualSettings()
-    tun_mtu: int = Field(default=1400, ge=576, le=9000)
+    tun_mtu: int | None = Field(default=None, ge=576, le=9000)
+    """MTU of the gateway's TUN device; default: what fits a 1500-byte path after the worst-case overhead of this
+    tunnel's protection, so full-size packets are never dropped after encapsulation (see `default_tun_mtu`)."""
     description: str = ""
+
+
+PATH_MTU = 1500
+# Worst cases per layer: ESP = header 8 + IV 16 (CBC) + padding 15 + pad length/next header 2 + ICV 32 (SHA-512);
+# AH = 12 + ICV 32 (RFC 4302 §2); outer IPv4 header 20 in tunnel mode; UDP 8 (RFC 3948).
+_ESP_OVERHEAD = 8 + 16 + 15 + 2 + 32
+_AH_OVERHEAD = 12 + 32
+
+
+def default_tun_mtu(tunnel: Tunnel) -> int:
+    if tunnel.tun_mtu is not None:
+        return tunnel.tun_mtu
+    overhead = (20 if tunnel.mode == "tunnel" else 0) + (8 if tunnel.encap else 0)
+    overhead += _ESP_OVERHEAD if "esp" in tunnel.protection else 0
+    overhead += _AH_OVERHEAD if "ah" in tunnel.protection else 0
+    return min(1400, (PATH_MTU - overhead) // 8 * 8)
 
 
 def endpoint_network(topology: Topology, tunnel: Tunnel) -> str | None:

@@ -51,12 +51,15 @@ def zeroed_header(header: bytes) -> bytearray:
     return h
 
 
-def seal_ah(sa: SecurityAssociation, packet: bytes, ihl: int, seq: int, ident: int) -> bytes:
-    """Protect ``packet`` (a whole IPv4 packet with header length ``ihl``)."""
+def seal_ah(
+    sa: SecurityAssociation, packet: bytes, ihl: int, seq: int, ident: int, tunnel: bool | None = None
+) -> bytes:
+    """Protect ``packet`` (a whole IPv4 packet with header length ``ihl``). ``tunnel=False`` applies a tunnel-mode
+    SA in transport form, over an outer header another SA of the bundle already built (RFC 4301 §4.5)."""
     integ: Integrity = sa.integ  # type: ignore[assignment]  # every AH SA has one (checked when built)
     icv_len = integ.icv_len
     ah_len = AH_FIXED_LEN + icv_len  # all our ICVs are multiples of 4 bytes, as IPv4 needs (§2.6)
-    if sa.tunnel:
+    if sa.tunnel if tunnel is None else tunnel:
         payload = packet
         next_header = ipv4.PROTO_IPIP
         # RFC 4301 §5.1.2.1: outer TOS copied from the inner header; DF copied too (the default of §8.1).
@@ -73,8 +76,9 @@ def seal_ah(sa: SecurityAssociation, packet: bytes, ihl: int, seq: int, ident: i
     return outer + ah + integ.compute(bytes(signed)) + payload
 
 
-def open_ah(sa: SecurityAssociation, packet: bytes, ihl: int) -> tuple[bytes, int, int]:
-    """Verify; returns (resulting IPv4 packet, its protocol, full sequence number) or raises PacketDropped."""
+def open_ah(sa: SecurityAssociation, packet: bytes, ihl: int, tunnel: bool | None = None) -> tuple[bytes, int, int]:
+    """Verify; returns (resulting IPv4 packet, its protocol, full sequence number) or raises PacketDropped.
+    ``tunnel=False``: a tunnel-mode SA applied in transport form over a bundle's outer header (see seal_ah)."""
     integ: Integrity = sa.integ  # type: ignore[assignment]
     icv_len = integ.icv_len
     if len(packet) < ihl + AH_FIXED_LEN:
@@ -97,7 +101,7 @@ def open_ah(sa: SecurityAssociation, packet: bytes, ihl: int) -> tuple[bytes, in
         raise PacketDropped("integrity")
     replay.update(seq)
     payload = packet[body:]
-    if sa.tunnel:
+    if sa.tunnel if tunnel is None else tunnel:
         if next_header != ipv4.PROTO_IPIP:
             raise PacketDropped("not_tunnel")
         return payload, next_header, seq

@@ -228,6 +228,7 @@ class DataPlane:
         self.out_packets += 1
         self.out_bytes += nbytes
         last = len(sas) - 1
+        tunnelled = False
         for i, sa in enumerate(sas):
             try:
                 seq = next_seq(sa)
@@ -242,9 +243,13 @@ class DataPlane:
                 raise PacketDropped("sa_expired")
             self._ident = ident = (self._ident + 1) & 0xFFFF
             if sa.protocol == "ah":
-                packet = seal_ah(sa, packet, ihl, seq, ident)
-                if sa.tunnel:
+                # RFC 4301 §4.5 transport adjacency: in an AH+ESP tunnel the ESP SA builds the one outer header and
+                # AH covers it, giving [outer IP][AH][ESP][inner IP] rather than two nested tunnels (which would
+                # also cost 20 more bytes of every packet's MTU).
+                packet = seal_ah(sa, packet, ihl, seq, ident, tunnel=sa.tunnel and not tunnelled)
+                if sa.tunnel and not tunnelled:
                     ihl = 20
+                    tunnelled = True
                 continue
             if sa.tunnel:
                 esp = seal(sa, packet, _TUNNEL_NEXT, seq, self._rng)
@@ -260,6 +265,7 @@ class DataPlane:
                 df = ipv4.WORD.unpack_from(packet, 6)[0] & ipv4.FLAG_DF
                 header = ipv4.build_header(sa.src_b, sa.dst_b, ipv4.PROTO_ESP, len(esp), ident, packet[1], df)
                 ihl = 20
+                tunnelled = True
             else:
                 header = ipv4.rewrite_header(packet[:ihl], ipv4.PROTO_ESP, len(esp))
             packet = header + esp
@@ -431,7 +437,9 @@ class DataPlane:
                     break  # an inner layer that is not ours: let the policy decide
                 raise PacketDropped("unknown_spi")
             if proto == ipv4.PROTO_AH:
-                packet, next_header, _seq = open_ah(sa, packet, ihl)
+                # An AH whose payload is ESP is the outer half of a transport-adjacent AH+ESP bundle (see _seal_chain).
+                adjacent = sa.tunnel and packet[ihl] == ipv4.PROTO_ESP
+                packet, next_header, _seq = open_ah(sa, packet, ihl, tunnel=False if adjacent else None)
                 self._account_in(sa, len(packet), now)
             else:
                 inner, next_header, _seq = open_esp(sa, packet[ihl:])
