@@ -293,12 +293,18 @@ def main(argv: list[str] | None = None) -> int:
                                "quick": ns.quick, "lab_tag": lab.tag, "load_average_start": os.getloadavg(),
                                "data_plane": {}}
     chosen = [v for v in variants(ns.quick) if not ns.only or v.name in ns.only.split(",")]
+    failed = False
     try:
         lab.build()
         runner = Runner(lab, runs, seconds, ns.quick)
         for v in chosen:
             print(f"... {v.name}", file=sys.stderr, flush=True)
-            results["data_plane"][v.name] = runner.data_plane(v)
+            try:
+                results["data_plane"][v.name] = runner.data_plane(v)
+            except LabError as exc:  # one variant failing must not cost the others' figures
+                print(f"{v.name} failed: {exc}", file=sys.stderr)
+                results["data_plane"][v.name] = {"error": str(exc)}
+                failed = True
         if not ns.no_ike:
             print("... IKE setup", file=sys.stderr, flush=True)
             results["ike"] = runner.ike()
@@ -315,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps(results, indent=1))
     print(table(results))
     print(f"\nJSON: {out}")
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

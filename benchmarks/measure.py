@@ -22,16 +22,39 @@ IPERF_PORT = 5201
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
+class IperfServer:
+    """iperf3 -s in host-b's namespace, restarted when it is found gone (it exits on some client errors, and
+    nothing else on a shared machine is guaranteed to leave it alone)."""
+
+    def __init__(self, lab: Lab) -> None:
+        self.lab = lab
+        self.log = lab.workdir / "iperf3-server.log"
+        self.proc: subprocess.Popen[Any] | None = None
+
+    def start(self) -> None:
+        self.stop()
+        self.proc = self.lab.popen("hb", ["iperf3", "-s", "-p", str(IPERF_PORT)], self.log)
+        wait_for("iperf3 server", lambda: f":{IPERF_PORT} " in self.lab.exec("hb", ["ss", "-ltnH"]).stdout, 10,
+                 lambda: tail(self.log))
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)
+            self.proc = None
+
+
+_SERVERS: dict[int, IperfServer] = {}  # id(lab) -> its server, so that a client can restart it
+
+
 @contextmanager
 def iperf_server(lab: Lab) -> Iterator[None]:
-    log = lab.workdir / "iperf3-server.log"
-    proc = lab.popen("hb", ["iperf3", "-s", "-p", str(IPERF_PORT)], log)
+    server = _SERVERS[id(lab)] = IperfServer(lab)
+    server.start()
     try:
-        wait_for("iperf3 server", lambda: f":{IPERF_PORT} " in lab.exec("hb", ["ss", "-ltnH"]).stdout, 10,
-                 lambda: tail(log))
         yield
     finally:
-        stop_process(proc)
+        server.stop()
+        del _SERVERS[id(lab)]
 
 
 def _iperf(lab: Lab, args: list[str], seconds: float) -> dict[str, Any]:
@@ -45,9 +68,12 @@ def _iperf(lab: Lab, args: list[str], seconds: float) -> dict[str, Any]:
             data = {"error": res.stderr.strip() or res.stdout[-300:]}
         if "error" not in data:
             return data
-        if "busy" not in str(data["error"]) or attempt == 2:
-            raise LabError(f"iperf3 {' '.join(args)}: {data['error']}")
-        time.sleep(0.5)  # the server is still closing the previous test
+        error = str(data["error"])
+        if attempt == 2 or not ("busy" in error or "refused" in error):
+            raise LabError(f"iperf3 {' '.join(args)}: {error}")
+        if "refused" in error and id(lab) in _SERVERS:
+            _SERVERS[id(lab)].start()  # the server is gone: start it again
+        time.sleep(0.5)  # or it is still closing the previous test
     raise LabError("unreachable")
 
 
