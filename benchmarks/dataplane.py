@@ -195,6 +195,7 @@ ROWS = [  # (label, figure, key, format)
     ("ping RTT under TCP load ms", "tcp1", "rtt_load_ms", "{:.2f}"),
     ("CPU % gw-a (TCP 1 stream)", "tcp1", "cpu_pct_ga", "{:.0f}"),
     ("CPU % gw-b (TCP 1 stream)", "tcp1", "cpu_pct_gb", "{:.0f}"),
+    ("Mbit/s per gateway CPU % (TCP 1)", "tcp1", "mbit_per_cpu_pct", "{:.1f}"),
 ]
 
 
@@ -225,6 +226,10 @@ def ratios(results: dict[str, Any]) -> dict[str, float]:
                 out[f"tcp1 ours-{alg}-{enc} / strongswan-{alg}-udp"] = ours / ss
             if ours and plain:
                 out[f"tcp1 ours-{alg}-{enc} / plain"] = ours / plain
+        ours_eff = med(f"ours-{alg}-udp", "tcp1", "mbit_per_cpu_pct")
+        ss_eff = med(f"strongswan-{alg}-udp", "tcp1", "mbit_per_cpu_pct")
+        if ours_eff and ss_eff:
+            out[f"tcp1 Mbit/s per CPU % ours-{alg}-udp / strongswan-{alg}-udp"] = ours_eff / ss_eff
         ours_rtt, ss_rtt = med(f"ours-{alg}-udp", "ping_idle", "rtt_ms"), med(f"strongswan-{alg}-udp", "ping_idle",
                                                                                  "rtt_ms")
         if ours_rtt and ss_rtt:

@@ -118,6 +118,10 @@ def tcp_with_load_figures(lab: Lab, seconds: float, pids: dict[str, int]) -> dic
     wall = time.monotonic() - t0
     for name, pid in pids.items():
         out[f"cpu_pct_{name}"] = 100 * (cpu_seconds(pid) - before[name]) / wall
+    if pids:
+        # Throughput per CPU the gateways burned: less sensitive to what else runs on the machine than Mbit/s,
+        # because a gateway starved of CPU moves fewer bits but also burns less.
+        out["mbit_per_cpu_pct"] = out["mbit_s"] / max(sum(out[f"cpu_pct_{n}"] for n in pids), 1e-9)
     try:
         pinger.wait(15)
     except subprocess.TimeoutExpired:
