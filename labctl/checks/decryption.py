@@ -47,7 +47,24 @@ def classify_inner(frame: Frame, flow: Flow) -> str | None:
     return None
 
 
-def check_decryption(frames: Sequence[Frame], flow: Flow, name: str = "decryption") -> CheckResult:
+def carried(frame: Frame, carrier: str) -> bool:
+    """The decrypted payload is `carrier` (e.g. ESP transport mode -> udp -> l2tp, RFC 3193 §5)."""
+    return carrier in frame.layers[frame.layers.index("esp") + 1:]
+
+
+def carrier_own(frame: Frame, carrier: str) -> bool:
+    """A message of the carrier itself, with no IP packet inside (L2TP control, PPP LCP/CHAP/IPCP)."""
+    return "ip" not in frame.layers[frame.layers.index(carrier) + 1:]
+
+
+def check_decryption(
+    frames: Sequence[Frame], flows: Flow | Sequence[Flow], name: str = "decryption", carrier: str | None = None,
+) -> CheckResult:
+    """Every ESP frame decrypts with the exported keys and carries the test traffic of `flows` (each both ways).
+
+    With a `carrier` (remote access: "l2tp"), every decrypted frame must carry that protocol; its own messages
+    (no IP packet inside) are expected beside the test traffic, which travels inside it."""
+    flows = [flows] if isinstance(flows, Flow) else list(flows)
     esp = [f for f in frames if "esp" in f.layers]
     problems: list[str] = []
     if not esp:
@@ -55,20 +72,40 @@ def check_decryption(frames: Sequence[Frame], flow: Flow, name: str = "decryptio
     opened = [f for f in esp if decrypted(f)]
     problems += [f"did not decrypt with the exported keys: {f.describe()} (SPI {','.join(f.esp_spis)})"
                  for f in esp if not decrypted(f)]
-    seen: dict[str, int] = {}
+    seen: dict[tuple[int, str], int] = {}
+    own = 0
     for frame in opened:
-        kind = classify_inner(frame, flow)
-        if kind is None:
-            problems.append(f"decrypted, but not the test traffic between {flow.a} and {flow.b}: {frame.describe()}")
+        if carrier is not None and not carried(frame, carrier):
+            problems.append(f"decrypted, but it does not carry {carrier.upper()}: {frame.describe()}")
             continue
-        seen[kind] = seen.get(kind, 0) + 1
+        if carrier is not None and carrier_own(frame, carrier):
+            own += 1
+            continue
+        kinds = [(i, kind) for i, flow in enumerate(flows) if (kind := classify_inner(frame, flow)) is not None]
+        if not kinds:
+            between = " or ".join(f"{flow.a} and {flow.b}" for flow in flows)
+            problems.append(f"decrypted, but not the test traffic between {between}: {frame.describe()}")
+            continue
+        seen[kinds[0]] = seen.get(kinds[0], 0) + 1
+    for i, flow in enumerate(flows):
+        problems += _missing(flow, {kind for (j, kind) in seen if j == i})
+    inside = f" inside {carrier.upper()}" if carrier else ""
+    tcp = " and TCP" if any(flow.tcp_port is not None for flow in flows) else ""
+    pairs = ", ".join(f"{flow.a} <-> {flow.b}" for flow in flows)
+    expected = f"every ESP frame decrypts; inside{inside}: ICMP echo{tcp} both ways between {pairs}"
+    counts: dict[str, int] = {}
+    for (_, kind), n in seen.items():
+        counts[kind] = counts.get(kind, 0) + n
+    observed = f"{len(opened)}/{len(esp)} ESP frames decrypted; " + (
+        ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "no test traffic inside")
+    if carrier is not None:
+        observed += f"; {own} {carrier.upper()} message(s) of its own"
+    return verdict(name, problems, expected, observed)
+
+
+def _missing(flow: Flow, seen: set[str]) -> list[str]:
     wanted = ["echo-request a->b", "echo-reply b->a", "echo-request b->a", "echo-reply a->b"]
     if flow.tcp_port is not None:
         wanted += ["tcp a->b", "tcp b->a"]
     names = {"a->b": f"{flow.a} -> {flow.b}", "b->a": f"{flow.b} -> {flow.a}"}
-    problems += [f"no decrypted {kind.split()[0]} {names[kind.split()[1]]}" for kind in wanted if not seen.get(kind)]
-    tcp = f" and TCP port {flow.tcp_port}" if flow.tcp_port else ""
-    expected = f"every ESP frame decrypts; inside: ICMP echo{tcp} between {flow.a} and {flow.b}, both ways"
-    observed = f"{len(opened)}/{len(esp)} ESP frames decrypted; " + (
-        ", ".join(f"{n} {k}" for k, n in sorted(seen.items())) or "no test traffic inside")
-    return verdict(name, problems, expected, observed)
+    return [f"no decrypted {kind.split()[0]} {names[kind.split()[1]]}" for kind in wanted if kind not in seen]

@@ -98,11 +98,8 @@ def tshark_path() -> str:
     return path
 
 
-def read_frames(pcap: Path, preferences: Sequence[str] = ()) -> list[Frame]:
-    """Dissect `pcap` with tshark; `preferences` are `-o` values (e.g. from `labctl.checks.keytables`)."""
-    argv = [tshark_path(), "-n", "-r", str(pcap)]
-    for pref in preferences:
-        argv += ["-o", pref]
+def _tshark_fields(pcap: Path, options: Sequence[str]) -> list[Frame]:
+    argv = [tshark_path(), "-n", "-r", str(pcap), *options]
     argv += ["-T", "fields", "-E", "occurrence=a", "-E", "aggregator=,", "-E", "separator=/t"]
     for name in FIELDS:
         argv += ["-e", name]
@@ -114,3 +111,32 @@ def read_frames(pcap: Path, preferences: Sequence[str] = ()) -> list[Frame]:
         message = "\n".join(line for line in done.stderr.splitlines() if not line.startswith("Running as user"))
         raise TsharkError(f"tshark could not read {pcap}: {message.strip()}")
     return parse_fields(done.stdout)
+
+
+def ike_port_partners(frames: Sequence[Frame]) -> dict[int, str]:
+    """Ports that talk to UDP 500 / 4500 but made tshark pick another dissector -> the one they need.
+
+    tshark decodes a UDP packet by its lower port first, so when a NAT maps IKE's source port 500 to, say, 496
+    (Linux keeps privileged ports privileged), the exchange shows as Auto-RP. The IKE port decides instead:
+    500 carries ISAKMP (RFC 2408 §2.5.2), 4500 the non-ESP marker or ESP (RFC 3948 §2.2, dissector udpencap)."""
+    partners: dict[int, str] = {}
+    for frame in frames:
+        ports = frame.udp_ports[:2]
+        if frame.after("ip") != "udp" or len(ports) != 2 or frame.after("udp") in ("isakmp", "udpencap"):
+            continue
+        low, high = sorted(ports)
+        for ike, dissector in ((NATT_PORT, "udpencap"), (500, "isakmp")):
+            if high == ike and low not in IKE_PORTS:
+                partners[low] = dissector
+    return partners
+
+
+def read_frames(pcap: Path, preferences: Sequence[str] = ()) -> list[Frame]:
+    """Dissect `pcap` with tshark; `preferences` are `-o` values (e.g. from `labctl.checks.keytables`)."""
+    options = [arg for pref in preferences for arg in ("-o", pref)]
+    frames = _tshark_fields(pcap, options)
+    partners = ike_port_partners(frames)
+    if not partners:
+        return frames
+    decode_as = [arg for port, dissector in sorted(partners.items()) for arg in ("-d", f"udp.port=={port},{dissector}")]
+    return _tshark_fields(pcap, [*options, *decode_as])

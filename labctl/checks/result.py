@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -31,3 +32,15 @@ def verdict(
 
 def not_applicable(name: str, why: str) -> CheckResult:
     return CheckResult(name, "n/a", why, "-")
+
+
+def combine(name: str, parts: Sequence[tuple[str, CheckResult]]) -> CheckResult:
+    """One check made of several labelled parts (per segment, per client, probes + capture): it fails when any
+    part fails; expected, observed and details keep each part's label, the failing parts' details first."""
+    status: Status = "fail" if any(r.status == "fail" for _, r in parts) else (
+        "pass" if any(r.status == "pass" for _, r in parts) else "n/a")
+    expected = "; ".join(f"{label}: {r.expected}" if label else r.expected for label, r in parts)
+    observed = "; ".join(f"{label}: {r.observed}" if label else r.observed for label, r in parts)
+    ordered = sorted(parts, key=lambda part: part[1].status != "fail")
+    details = tuple(f"{label}: {d}" if label else d for label, r in ordered for d in r.details)
+    return CheckResult(name, status, expected, observed, details)

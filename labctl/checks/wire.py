@@ -44,6 +44,15 @@ class WireExpectation:
     """IKEv1 phase 1: main | aggressive."""
     identity_visible: bool | None = None
     """True: an identity payload must be readable in clear; False: none may be; None: not judged."""
+    encap_peers: frozenset[str] = frozenset()
+    """With more than two ends (remote access): the ends behind a NAT, whose ESP travels in UDP 4500 while the
+    others' does not (RFC 3947 / RFC 3948 decide it per peer)."""
+    hub: str | None = None
+    """With more than two ends: the one every IPsec packet comes from or goes to (the LNS); the others never
+    talk to each other."""
+
+    def encap_for(self, outer: set[str]) -> bool:
+        return self.encap or bool(outer & self.encap_peers)
 
 
 def ipsec_kind(frame: Frame) -> str | None:
@@ -104,26 +113,27 @@ def check_wire(frames: Sequence[Frame], expect: WireExpectation, name: str = "wi
             kind = "icmp-error"
             counts[kind] = counts.get(kind, 0) + 1
             if not outer <= expect.peers:
-                problems.append(f"ICMP error outside the two ends {sorted(expect.peers)}: {frame.describe()}")
+                problems.append(f"ICMP error outside the ends {sorted(expect.peers)}: {frame.describe()}")
             continue
         if kind is None:
             problems.append(f"cleartext on the segment: {frame.describe()}")
             continue
-        if not outer <= expect.peers:
-            problems.append(f"IPsec traffic outside the two ends {sorted(expect.peers)}: {frame.describe()}")
+        if not outer <= expect.peers or (expect.hub is not None and expect.hub not in outer):
+            problems.append(f"IPsec traffic outside the ends {sorted(expect.peers)}"
+                            f"{' (each with ' + expect.hub + ')' if expect.hub else ''}: {frame.describe()}")
         counts[kind] = counts.get(kind, 0) + 1
-        problems += _protection_problems(frame, kind, expect)
+        problems += _protection_problems(frame, kind, expect, expect.encap_for(outer))
     problems += _evidence_problems(frames, counts, expect)
     observed = ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "no IPsec frames"
     expected = _describe(expect)
     return verdict(name, problems, expected, observed)
 
 
-def _protection_problems(frame: Frame, kind: str, expect: WireExpectation) -> list[str]:
+def _protection_problems(frame: Frame, kind: str, expect: WireExpectation, encap: bool) -> list[str]:
     problems = []
-    if kind == "esp" and expect.encap:
+    if kind == "esp" and encap:
         problems.append(f"raw ESP although UDP encapsulation (RFC 3948) was expected: {frame.describe()}")
-    if kind == "esp-in-udp" and not expect.encap:
+    if kind == "esp-in-udp" and not encap:
         problems.append(f"ESP in UDP although no NAT or forced encapsulation was expected: {frame.describe()}")
     if kind in ("esp", "esp-in-udp") and expect.protection == "ah" and "ah" not in frame.layers:
         problems.append(f"ESP where AH was expected: {frame.describe()}")
@@ -182,6 +192,8 @@ def _ike_problems(ike: Sequence[Frame], expect: WireExpectation) -> list[str]:
 def _describe(expect: WireExpectation) -> str:
     parts = [f"only IKE/{expect.protection.upper()}{' in UDP 4500' if expect.encap else ''} between "
              f"{' and '.join(sorted(expect.peers))}"]
+    if expect.encap_peers and not expect.encap:
+        parts.append(f"ESP in UDP 4500 with {', '.join(sorted(expect.encap_peers))} (behind a NAT), raw ESP otherwise")
     if expect.protection == "ah":
         parts.append("inner packets visible (AH)")
     else:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from labctl.checks.decryption import Flow
 from labctl.checks.reachability import TCP_PORT
@@ -18,6 +18,8 @@ from labctl.checks.wire import WireExpectation
 from labctl.scenarios.model import Scenario
 from labctl.topology.model import Topology
 from labctl.topology.tunnels import Tunnel, endpoint_address, endpoint_network, peer_sees, protected_subnets
+
+Derived = TypeVar("Derived", bound=Any)
 
 
 class ExpectError(ValueError):
@@ -118,13 +120,19 @@ def derive(topology: Topology, scenario: Scenario) -> Expectations:
         protected=protected, source=source, target=target,
         source_address=_address(topology, source), target_address=_address(topology, target),
     )
-    fields = {f.name for f in dataclasses.fields(Expectations)}
-    unknown = sorted(set(scenario.expect) - fields)
+    return overridden(derived, scenario)
+
+
+def overridden(derived: Derived, scenario: Scenario) -> Derived:
+    """`derived` with the scenario's `expect:` values in place of the derived ones (unknown keys are errors)."""
+    fields = {f.name: f for f in dataclasses.fields(derived)}
+    unknown = sorted(set(scenario.expect) - set(fields))
     if unknown:
         raise ExpectError(f"unknown expect: key(s) {', '.join(unknown)}; known: {', '.join(sorted(fields))}")
     overrides: dict[str, Any] = dict(scenario.expect)
-    if "peers" in overrides:
-        overrides["peers"] = frozenset(overrides["peers"])
-    if "protected" in overrides:
-        overrides["protected"] = tuple(overrides["protected"])
+    for key, value in overrides.items():
+        # YAML gives lists; the dataclasses keep sets and tuples (hashable, frozen).
+        current = getattr(derived, key)
+        if isinstance(current, (frozenset, tuple)) and isinstance(value, list):
+            overrides[key] = type(current)(value)
     return dataclasses.replace(derived, **overrides)

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
-CHECKS = ("reachability", "sa-state", "wire", "decryption", "fail-closed", "hygiene")
-"""Every check, in the order the runner performs them."""
+CheckName = Literal["reachability", "l2tp-sessions", "sa-state", "wire", "decryption", "fail-closed", "hygiene"]
+CHECKS: tuple[CheckName, ...] = get_args(CheckName)
+"""Every check, in the order the runner performs them (l2tp-sessions: remote-access scenarios only)."""
 BACKENDS = ("netns", "docker")
 TUNNEL_PREFIX = "tunnel."
 """In `set:` paths, `tunnel.X` stands for `tunnels.<the scenario's tunnel>.X`."""
@@ -37,7 +38,7 @@ class Part(_Strict):
     tunnel: str | None = None
     set: dict[str, Any] = Field(default_factory=dict)
     traffic: TrafficSpec | None = None
-    checks: list[Literal["reachability", "sa-state", "wire", "decryption", "fail-closed", "hygiene"]] | None = None
+    checks: list[CheckName] | None = None
     expect: dict[str, Any] = Field(default_factory=dict)
     backends: list[Literal["netns", "docker"]] | None = None
     tags: list[str] = Field(default_factory=list)

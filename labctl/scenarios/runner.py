@@ -6,6 +6,7 @@ Per scenario, in order:
 2. ping and a TCP transfer both ways, captured -> reachability, SA state (control API), wire, decryption.
 3. fail closed: the right end's gateway is stopped; the same traffic must fail and nothing may cross in clear.
 4. `down`, then hygiene: nothing of the lab is left.
+Remote-access (L2TP/IPsec) scenarios run the same way with their own phases (`labctl.scenarios.l2tp_runner`).
 Artifacts (pcaps, merged key tables, SA dumps, gateway logs, result.json) go to `<artifacts>/<scenario>/` and
 are kept for failed scenarios. Independent scenarios run in parallel threads, each lab under its own name.
 """
@@ -13,11 +14,12 @@ are kept for failed scenarios. Independent scenarios run in parallel threads, ea
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import shutil
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,7 +33,7 @@ from labctl.checks.gso import split_gso
 from labctl.checks.hygiene import check_hygiene, leftovers
 from labctl.checks.keytables import merge_tables, preferences, read_table, refused_rows
 from labctl.checks.reachability import Probe, check_probes, ping, tcp_transfer
-from labctl.checks.result import CheckResult, Status, not_applicable
+from labctl.checks.result import CheckResult, combine, not_applicable
 from labctl.checks.sa_state import check_sa_state
 from labctl.checks.wire import check_no_cleartext, check_wire
 from labctl.lab.gateways import GATEWAY_PROGRAM, gateway_nodes, keys_dir, list_sas, query, wait_established
@@ -39,6 +41,7 @@ from labctl.lab.lifecycle import backend_of, down_lab, up_lab
 from labctl.lab.model import Plan
 from labctl.lab.state import LabExistsError, LabState
 from labctl.scenarios.expect import Expectations, ExpectError, derive
+from labctl.scenarios.expect_l2tp import is_remote_access
 from labctl.scenarios.model import Scenario
 from labctl.topology.catalog import resolve_topology
 from labctl.topology.errors import TopologyError
@@ -96,6 +99,9 @@ def load_scenario_topology(scenario: Scenario, extra: Sequence[tuple[str, Any]] 
 class _Run:
     """One scenario on one lab; collects check results as it goes."""
 
+    exp: Expectations
+    """What the scenario expects (set by `prepare`)."""
+
     def __init__(self, scenario: Scenario, lab: str, options: RunOptions, events: Events) -> None:
         self.scenario = scenario
         self.lab = lab
@@ -121,17 +127,43 @@ class _Run:
         except (TsharkError, BackendError, OSError, ValueError) as exc:
             self.add(CheckResult(name, "fail", "the check runs", f"could not run: {exc}", (str(exc),)))
 
-    # --- the steps ---
+    # --- shared by every kind of scenario ---
 
-    def traffic(self, backend: Backend, state: LabState, exp: Expectations, fail_closed: bool) -> list[Probe]:
-        a, b = exp.source, exp.target
+    def prepare(self) -> Topology:
+        """The topology to bring up, with `self.exp` derived from it; raises when the scenario does not fit."""
+        topology = load_scenario_topology(self.scenario)
+        self.exp = derive(topology, self.scenario)
+        if self.exp.keying != "manual":
+            topology = load_scenario_topology(self.scenario, [(f"tunnels.{self.exp.tunnel}.ike.start_action", "none")])
+        return topology
+
+    def exchange(self, backend: Backend, state: LabState, a: tuple[str, str], b: tuple[str, str],
+                 fail_closed: bool) -> list[Probe]:
+        """Ping both ways and TCP between nodes a and b, each given as (node, address to reach it at)."""
+        (node_a, addr_a), (node_b, addr_b) = a, b
         if fail_closed:
-            return [ping(backend, state, a, exp.target_address, count=2, wait=1),
-                    ping(backend, state, b, exp.source_address, count=2, wait=1),
-                    tcp_transfer(backend, state, a, b, exp.target_address, size=4096, timeout=3)]
-        return [ping(backend, state, a, exp.target_address), ping(backend, state, b, exp.source_address),
-                tcp_transfer(backend, state, a, b, exp.target_address),
-                tcp_transfer(backend, state, b, a, exp.source_address)]
+            return [ping(backend, state, node_a, addr_b, count=2, wait=1),
+                    ping(backend, state, node_b, addr_a, count=2, wait=1),
+                    tcp_transfer(backend, state, node_a, node_b, addr_b, size=4096, timeout=3)]
+        return [ping(backend, state, node_a, addr_b), ping(backend, state, node_b, addr_a),
+                tcp_transfer(backend, state, node_a, node_b, addr_b),
+                tcp_transfer(backend, state, node_b, node_a, addr_a)]
+
+    @contextlib.contextmanager
+    def capturing(self, backend: Backend, state: LabState, segments: Sequence[str], stem: str
+                  ) -> Iterator[dict[str, Path]]:
+        """Capture every segment while the block runs; yields segment -> pcap (GSO runs split afterwards)."""
+        pcaps = {seg: self.art / (f"{stem}.pcap" if len(segments) == 1 else f"{stem}-{seg}.pcap") for seg in segments}
+        captures = []
+        try:
+            for seg, pcap in pcaps.items():
+                captures.append(backend.start_capture(state, seg, pcap))
+            yield pcaps
+        finally:
+            for capture in captures:
+                capture.stop()
+        for pcap in pcaps.values():
+            split_gso(pcap)
 
     def wait_control(self, backend: Backend, state: LabState, plan: Plan) -> None:
         """Until every gateway answers on its control socket (they start in parallel with `up` returning)."""
@@ -141,38 +173,59 @@ class _Run:
                 return
             time.sleep(0.05)
 
+    def wait_installed(self, backend: Backend, state: LabState, plan: Plan) -> None:
+        ok, tunnels = wait_established(backend, state, plan, self.options.establish_timeout)
+        if not ok:
+            down = [f"{t.node}/{t.name}: {t.state} {t.detail}".strip() for t in tunnels if t.state != "installed"]
+            self.add(CheckResult("established", "fail", "every tunnel end installed within "
+                                 f"{self.options.establish_timeout:.0f} s", "; ".join(down), tuple(down)))
+
+    def collect(self, backend: Backend, state: LabState, plan: Plan
+                ) -> tuple[dict[str, dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+        """Every gateway's status and SAs (kept as sa-dump.json) and their key tables merged into keys/."""
+        statuses = {n: dict(query(backend, state, n).get("gateway") or {}) for n in gateway_nodes(plan)}
+        sas = list_sas(backend, state, plan)
+        (self.art / "sa-dump.json").write_text(json.dumps({"status": statuses, "sas": sas}, indent=1, default=str))
+        merge_tables([keys_dir(backend, state, n) for n in gateway_nodes(plan)], self.art / "keys")
+        return statuses, sas
+
+    def judge_decryption(self, action: Callable[[list[str]], CheckResult]) -> None:
+        """Run the decryption check with tshark preferences for the merged keys, unless tshark knows none of
+        the SAs' ESP algorithms (then it is not applicable, with the reason)."""
+        keys = self.art / "keys"
+        refused = refused_rows(keys)
+        if refused and len(refused) == len(read_table(keys / "esp_sa")):
+            why = f"this tshark does not know the SAs' ESP algorithm ({refused[0][1]})"
+            self.add(not_applicable("decryption", why))
+        else:
+            self.guarded("decryption", lambda: action(preferences(keys)))
+
+    # --- tunnel scenarios ---
+
+    def traffic(self, backend: Backend, state: LabState, exp: Expectations, fail_closed: bool) -> list[Probe]:
+        return self.exchange(backend, state, (exp.source, exp.source_address), (exp.target, exp.target_address),
+                             fail_closed)
+
+    def phases(self, backend: Backend, state: LabState, plan: Plan) -> None:
+        self.protected_phase(backend, state, plan, self.exp)
+        self.fail_closed_phase(backend, state, self.exp)
+
     def protected_phase(self, backend: Backend, state: LabState, plan: Plan, exp: Expectations) -> None:
-        pcap = self.art / "traffic.pcap"
-        capture = backend.start_capture(state, exp.segment, pcap)
-        try:
+        with self.capturing(backend, state, [exp.segment], "traffic") as pcaps:
             if exp.keying != "manual":
                 self.wait_control(backend, state, plan)
                 reply = query(backend, state, exp.left, "initiate", name=exp.tunnel)
                 if not reply.get("ok"):
                     self.say(f"initiate on {exp.left}: {reply.get('error')}")
-            ok, tunnels = wait_established(backend, state, plan, self.options.establish_timeout)
-            if not ok:
-                down = [f"{t.node}/{t.name}: {t.state} {t.detail}".strip() for t in tunnels if t.state != "installed"]
-                self.add(CheckResult("established", "fail", "every tunnel end installed within "
-                                     f"{self.options.establish_timeout:.0f} s", "; ".join(down), tuple(down)))
+            self.wait_installed(backend, state, plan)
             probes = self.traffic(backend, state, exp, fail_closed=False)
-        finally:
-            capture.stop()
-        split_gso(pcap)
+        pcap = pcaps[exp.segment]
         self.add(check_probes(probes, expect_ok=True))
-        statuses = {n: dict(query(backend, state, n).get("gateway") or {}) for n in gateway_nodes(plan)}
-        sas = list_sas(backend, state, plan)
-        (self.art / "sa-dump.json").write_text(json.dumps({"status": statuses, "sas": sas}, indent=1, default=str))
-        merge_tables([keys_dir(backend, state, n) for n in gateway_nodes(plan)], self.art / "keys")
+        statuses, sas = self.collect(backend, state, plan)
         self.guarded("sa-state", lambda: check_sa_state(statuses, sas, exp.sa()))
         self.guarded("wire", lambda: check_wire(read_frames(pcap), exp.wire()))
-        refused = refused_rows(self.art / "keys")
-        if "esp" in exp.protection and refused and len(refused) == len(read_table(self.art / "keys" / "esp_sa")):
-            why = f"this tshark does not know the SAs' ESP algorithm ({refused[0][1]})"
-            self.add(not_applicable("decryption", why))
-        elif "esp" in exp.protection:
-            self.guarded("decryption", lambda: check_decryption(
-                read_frames(pcap, preferences(self.art / "keys")), exp.flow()))
+        if "esp" in exp.protection:
+            self.judge_decryption(lambda prefs: check_decryption(read_frames(pcap, prefs), exp.flow()))
         elif "decryption" in self.scenario.checks:
             self.add(not_applicable("decryption", "AH only authenticates (RFC 4302): there is nothing to decrypt"))
 
@@ -180,21 +233,14 @@ class _Run:
         if "fail-closed" not in self.scenario.checks:
             return
         backend.stop_program(state, exp.right, GATEWAY_PROGRAM)
-        pcap = self.art / "fail-closed.pcap"
-        capture = backend.start_capture(state, exp.segment, pcap)
-        try:
+        with self.capturing(backend, state, [exp.segment], "fail-closed") as pcaps:
             probes = self.traffic(backend, state, exp, fail_closed=True)
-        finally:
-            capture.stop()
-        split_gso(pcap)
 
         def judge() -> CheckResult:
             blocked = check_probes(probes, expect_ok=False, name="fail-closed")
-            clear = check_no_cleartext(read_frames(pcap), exp.protected, name="fail-closed")
-            status: Status = "fail" if "fail" in (blocked.status, clear.status) else "pass"
-            expected = f"with {exp.right}'s gateway stopped: {blocked.expected}; {clear.expected}"
-            observed = f"{blocked.observed}; {clear.observed}"
-            return CheckResult("fail-closed", status, expected, observed, blocked.details + clear.details)
+            clear = check_no_cleartext(read_frames(pcaps[exp.segment]), exp.protected, name="fail-closed")
+            result = combine("fail-closed", [("", blocked), ("", clear)])
+            return dataclasses.replace(result, expected=f"with {exp.right}'s gateway stopped: {result.expected}")
 
         self.guarded("fail-closed", judge)
 
@@ -203,10 +249,7 @@ class _Run:
         shutil.rmtree(self.art, ignore_errors=True)
         self.art.mkdir(parents=True)
         try:
-            topology = load_scenario_topology(self.scenario)
-            exp = derive(topology, self.scenario)
-            if exp.keying != "manual":
-                topology = load_scenario_topology(self.scenario, [(f"tunnels.{exp.tunnel}.ike.start_action", "none")])
+            topology = self.prepare()
         except (TopologyError, ExpectError, FileNotFoundError, ValueError) as exc:
             return self.finish(started, "error", f"scenario does not fit its topology: {exc}")
         self.say(f"up ({self.options.backend}, lab {self.lab})")
@@ -219,8 +262,7 @@ class _Run:
         pids = [r.pid for r in state.programs()]
         error = ""
         try:
-            self.protected_phase(backend, state, result.plan, exp)
-            self.fail_closed_phase(backend, state, exp)
+            self.phases(backend, state, result.plan)
         except (BackendError, OSError) as exc:
             error = f"{type(exc).__name__}: {exc}"
         finally:
@@ -258,7 +300,13 @@ class _Run:
 
 
 def run_scenario(scenario: Scenario, lab: str, options: RunOptions, events: Events = no_events) -> ScenarioResult:
-    return _Run(scenario, lab, options, events).run()
+    from labctl.scenarios.l2tp_runner import L2tpRun  # builds on _Run, so it is imported here, not at the top
+
+    try:
+        remote = is_remote_access(load_scenario_topology(scenario), scenario)
+    except (TopologyError, FileNotFoundError, ValueError):
+        remote = False  # the run reports why the topology does not load
+    return (L2tpRun if remote else _Run)(scenario, lab, options, events).run()
 
 
 def effective_jobs(backend: str, jobs: int) -> int:

@@ -7,6 +7,7 @@ from typing import Any
 
 from labctl.checks.hygiene import check_hygiene
 from labctl.checks.reachability import Probe, check_probes
+from labctl.checks.result import CheckResult, combine, not_applicable
 from labctl.checks.sa_state import SaExpectation, check_sa_state, same_suite
 
 
@@ -90,3 +91,14 @@ def test_hygiene() -> None:
     assert check_hygiene([], "t7-x").status == "pass"
     result = check_hygiene(["namespace labctl-t7-x-gw-a"], "t7-x")
     assert result.status == "fail" and result.details == ("left behind: namespace labctl-t7-x-gw-a",)
+
+
+def test_combined_checks_fail_when_any_part_fails_and_keep_the_labels() -> None:
+    ok = CheckResult("wire", "pass", "only ESP", "3 esp", ("fine",))
+    bad = CheckResult("wire", "fail", "only ESP", "1 cleartext", ("cleartext on the segment: frame 3",))
+    merged = combine("wire", [("internet", ok), ("home", bad)])
+    assert merged.status == "fail"
+    assert merged.observed == "internet: 3 esp; home: 1 cleartext"
+    assert merged.details == ("home: cleartext on the segment: frame 3", "internet: fine")
+    assert combine("wire", [("a", ok), ("b", ok)]).status == "pass"
+    assert combine("decryption", [("a", not_applicable("decryption", "AH"))]).status == "n/a"

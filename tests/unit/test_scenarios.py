@@ -9,6 +9,7 @@ import pytest
 from labctl.backends.base import masquerade_commands
 from labctl.lab.plan import make_plan
 from labctl.scenarios.expect import Expectations, ExpectError, derive
+from labctl.scenarios.expect_l2tp import L2tpExpectations, derive_scenario
 from labctl.scenarios.load import ScenarioError, load_catalog, load_file
 from labctl.scenarios.model import Scenario
 from labctl.scenarios.runner import effective_jobs, load_scenario_topology
@@ -35,14 +36,15 @@ def test_shipped_matrix_covers_every_combination_once() -> None:
     assert all("RFC" in e.reason for e in ipsec_excluded)
     names = {s.name for s in catalog.scenarios}
     assert {"algorithms-aes-gcm", "algorithms-aes-cbc-sha256-modp2048", "algorithms-chacha20poly1305-x25519",
-            "nat-t-ikev2-esp", "nat-t-ikev1-main-esp", "udp-encap-manual", "ipsec-manual-ah+esp-tunnel"} <= names
-    assert {"nat-t-ikev2-ah", "l2tp-ipsec"} <= {e.name for e in catalog.excluded}
+            "nat-t-ikev2-esp", "nat-t-ikev1-main-esp", "udp-encap-manual", "ipsec-manual-ah+esp-tunnel",
+            "l2tp-ipsec"} <= names
+    assert "nat-t-ikev2-ah" in {e.name for e in catalog.excluded}
 
 
 def test_every_shipped_scenario_builds_a_plan() -> None:
     for scenario in load_catalog().scenarios:
         topology = load_scenario_topology(scenario)
-        derive(topology, scenario)
+        derive_scenario(topology, scenario)
         make_plan(topology, "t7-unit")
 
 
@@ -137,6 +139,36 @@ def test_expectations_follow_the_topology() -> None:
     assert (nat.nat, nat.encap, nat.peers) == (True, True, frozenset({"198.51.100.1", "198.51.100.20"}))
     forced = exp("udp-encap-ikev2")
     assert (forced.encap, forced.nat) == (True, None)
+
+
+def test_l2tp_expectations_follow_the_topology() -> None:
+    scenario = _by_name(["l2tp-ipsec"])["l2tp-ipsec"]
+    exp = derive_scenario(load_scenario_topology(scenario), scenario)
+    assert isinstance(exp, L2tpExpectations)
+    assert (exp.lns, exp.lns_address, exp.segments) == ("gw", "198.51.100.20", ("internet", "home"))
+    by_node = {c.node: c for c in exp.clients}
+    assert (by_node["road-1"].seen, by_node["road-1"].nat) == ("198.51.100.31", False)
+    assert (by_node["road-2"].address, by_node["road-2"].seen, by_node["road-2"].nat) == (
+        "192.168.1.10", "198.51.100.30", True)
+    internet, home = exp.wire("internet"), exp.wire("home")
+    assert internet.peers == {"198.51.100.20", "198.51.100.31", "198.51.100.30"}
+    assert internet.encap_peers == {"198.51.100.30"} and internet.hub == "198.51.100.20"
+    assert home.peers == {"198.51.100.20", "192.168.1.10", "192.168.1.11"}
+    assert home.encap_peers == {"192.168.1.10", "192.168.1.11"}
+    assert (internet.ike_version, internet.ike_mode, internet.identity_visible) == (1, "main", False)
+    assert [f.a for f in exp.flows("home", {"bob": "10.2.100.11"})] == ["10.2.100.11", "carol's address"]
+    assert exp.sa().child_algorithms == {"esp": "aes128-sha256"} and exp.sa().mode == "transport"
+    protected = exp.protected()
+    assert "10.2.0.0/24" in protected and "198.51.100.20/32" in protected
+    # The pool 10.2.100.10-99 exactly: its first and last address, nothing either side.
+    assert protected[1] == "10.2.100.10/31" and protected[-2] == "10.2.100.96/30"
+
+
+def test_l2tp_client_without_a_nat_to_the_lns_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "x.yaml").write_text("name: x\ntopology: l2tp-ipsec\nset: {nodes.home-router.masquerade: []}\n")
+    scenario = load_file(tmp_path / "x.yaml").scenarios[0]
+    with pytest.raises(ExpectError, match="road-2 dials from home, but no router masquerades it onto internet"):
+        derive_scenario(load_scenario_topology(scenario), scenario)
 
 
 def test_expect_overrides_and_unknown_keys(tmp_path: Path) -> None:
