@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,7 @@ from labctl.lab.model import Plan, ProgramPlan
 from labctl.lab.state import LabState, ProgramRecord
 
 READY_TIMEOUT = 30.0
+CREATE_WORKERS = 8
 EXEC_GRACE = 5.0
 
 
@@ -117,7 +119,14 @@ class DockerBackend(Backend):
             for net in networks:
                 self._create_network(state, net, progress)
             for spec in containers:
-                self._create_container(state, spec, tags[spec.image], progress)
+                state.record("docker-container", spec.name, node=spec.node)
+            # Each container takes several engine round trips (create, attach, start): make them side by side.
+            # Leaving the pool waits for all, so nothing is still being made when an error goes to `down`.
+            with ThreadPoolExecutor(max_workers=CREATE_WORKERS, thread_name_prefix="labctl-docker") as pool:
+                made = [pool.submit(self._create_container, state, spec, tags[spec.image], progress)
+                        for spec in containers]
+                for future in made:
+                    future.result()
             for spec in containers:
                 self._wait_ready(spec, progress)
         except self._api_error() as exc:
@@ -197,7 +206,6 @@ class DockerBackend(Backend):
             init=True,  # reaps orphans of exec'd programs
             network_mode=first.network,
         )
-        state.record("docker-container", spec.name, node=spec.node)
         api.create_container(
             image,
             command=list(IDLE_COMMAND),
