@@ -23,6 +23,8 @@ from labctl.scenarios.load import load_catalog
 pytestmark = pytest.mark.root
 
 SCENARIOS = [s.name for s in load_catalog().scenarios]
+# Remote access (L2TP/IPsec) rows also judge the PPP sessions (labctl.checks.l2tp).
+REMOTE_ACCESS = {s.name for s in load_catalog().scenarios if "l2tp" in s.tags}
 JOBS = 2
 
 
@@ -59,6 +61,8 @@ def test_scenario(matrix: dict[str, Any], name: str) -> None:
     ran = {c["name"] for c in result["checks"]}
     assert {"reachability", "sa-state", "wire", "fail-closed", "hygiene"} <= ran
     assert "decryption" in ran
+    if name in REMOTE_ACCESS:
+        assert "l2tp-sessions" in ran
 
 
 def test_matrix_exit_status_reports_and_cleanliness(matrix: dict[str, Any]) -> None:
