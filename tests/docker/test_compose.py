@@ -38,7 +38,7 @@ def _compose_tool() -> list[str]:
         return ["docker-compose"]
     if subprocess.run(["docker", "compose", "version"], capture_output=True, check=False).returncode == 0:
         return ["docker", "compose"]
-    pytest.fail("no compose tool: install Debian's docker-compose (scripts/docker-engine --with-compose)",
+    pytest.fail("no compose tool: install Debian's docker-compose (scripts/docker-engine does)",
                 pytrace=False)
 
 
