@@ -254,9 +254,12 @@ def exec(  # noqa: A001 - the command is called exec
 
 
 @app.command()
-def validate(file: Annotated[Path, typer.Argument(help="The topology file to check.")]) -> None:
+def validate(
+    file: Annotated[Path, typer.Argument(help="The topology file to check.")],
+    variant: Annotated[str | None, typer.Option("--variant", "-v", help="Check it with this variant applied.")] = None,
+) -> None:
     """Check a topology file and report every problem with its file, line and field."""
-    model = _load(str(file))
+    model = _load(str(file), variant)
     out.print(f"{file}: topology {model.name} is valid ({len(model.networks)} networks, {len(model.nodes)} nodes)",
               highlight=False)
 
