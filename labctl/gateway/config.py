@@ -116,6 +116,9 @@ class ConnectionConfig:
     dpd_timeout: float = 30.0
     dpd_action: Literal["restart", "clear", "none"] = "restart"
     allow_legacy: bool = False
+    # First retransmission of an unanswered IKE request. Lab links answer in well under a millisecond, and an
+    # initiator that starts a moment before its responder should not wait strongSwan's 4 s for its second try.
+    retransmit_timeout: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -331,6 +334,7 @@ def _connection(o: _Obj) -> ConnectionConfig:
         dpd_timeout=float(o.get("dpd_timeout", 30, kind=(int, float))),
         dpd_action=o.choice("dpd_action", ("restart", "clear", "none"), "restart"),
         allow_legacy=o.get("allow_legacy", False, kind=bool),
+        retransmit_timeout=float(o.get("retransmit_timeout", 1.0, kind=(int, float))),
     )
     if not c.children:
         raise ConfigError(f"{o.path}.children: a connection needs at least one child SA")

@@ -111,7 +111,7 @@ def make_v2_engine(conns: list[ConnectionConfig], rng: Callable[[int], bytes]) -
             proposals=c.proposals, children=tuple(children), version=2,
             start_action="start" if any(ch.start_action == "start" for ch in c.children) else "none",
             dpd_delay=c.dpd_delay, dpd_timeout=c.dpd_timeout, dpd_action=c.dpd_action, encap=c.encap,
-            rekey_time=c.rekey_time,
+            rekey_time=c.rekey_time, retransmit_timeout=c.retransmit_timeout,
         ))
     return Driver(Ikev2Engine(out, rng=rng), 2)
 
@@ -147,6 +147,7 @@ def make_v1_engine(conns: list[ConnectionConfig], rng: Callable[[int], bytes]) -
             ca_pems=tuple(_read(p) for p in c.auth.ca) if pubkey else (),
             proposals=c.proposals, children=tuple(children), lifetime=c.rekey_time * 1.1, encap=c.encap,
             dpd_delay=c.dpd_delay, dpd_timeout=c.dpd_timeout, dpd_action=c.dpd_action, allow_legacy=c.allow_legacy,
+            retransmit_timeout=c.retransmit_timeout,
         ))
     return Driver(Ikev1Engine(out, rng=rng), 1)
 
