@@ -25,7 +25,7 @@ selectors), auth (RSA signatures, certificates), phase1 (Main/Aggressive Mode), 
 informational hashes), engine, events, config.
 """
 
-from labctl.gateway.ike.v1.config import Ikev1ChildConfig, Ikev1ConnectionConfig, from_connection_config
+from labctl.gateway.ike.v1.config import Ikev1ChildConfig, Ikev1ConnectionConfig
 from labctl.gateway.ike.v1.engine import Ikev1Engine
 from labctl.gateway.ike.v1.events import (
     Event,
@@ -52,5 +52,4 @@ __all__ = [
     "PeerDead",
     "SaKeys",
     "SecurityWarning",
-    "from_connection_config",
 ]

@@ -1,16 +1,13 @@
 """IKEv1 connection configuration, shaped like swanctl.conf (one connection, its children).
 
-Sans-I/O: keys and certificates are PEM bytes, not paths. `from_connection_config` adapts the
-gateway's version-neutral `ConnectionConfig`, reading files through a function the caller passes.
+Sans-I/O: keys and certificates are PEM bytes, not paths. The gateway maps its own configuration onto this
+in `labctl.gateway.ike_adapter.make_v1_engine`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
-
-from labctl.gateway.config import ConnectionConfig
 
 
 @dataclass(frozen=True)
@@ -55,45 +52,3 @@ class Ikev1ConnectionConfig:
     retransmit_tries: int = 5
     retransmit_base: float = 1.8
     extra: dict[str, str] = field(default_factory=dict)
-
-
-def from_connection_config(conn: ConnectionConfig, read_file: Callable[[str], bytes],
-                           local_port: int = 500, remote_port: int = 500) -> Ikev1ConnectionConfig:
-    """Adapt the gateway's connection config (version 1) to the IKEv1 core's config."""
-    children = tuple(
-        Ikev1ChildConfig(
-            name=c.name,
-            local_ts=c.local_ts,
-            remote_ts=c.remote_ts,
-            mode=c.mode,
-            protocol="ah" if c.protection == "ah" else "esp",
-            proposals=c.proposals,
-            lifetime=c.rekey_time,
-            start_action=c.start_action,
-        )
-        for c in conn.children
-    )
-    auth = conn.auth
-    return Ikev1ConnectionConfig(
-        name=conn.name,
-        local_addr=conn.local,
-        remote_addr=conn.remote,
-        local_id=conn.local_id,
-        remote_id=conn.remote_id,
-        mode=conn.ike_mode,
-        auth=auth.method,
-        psk=auth.psk,
-        private_key_pem=read_file(auth.key) if auth.key else b"",
-        cert_pem=read_file(auth.cert) if auth.cert else b"",
-        ca_pems=tuple(read_file(p) for p in auth.ca),
-        proposals=conn.proposals,
-        children=children,
-        lifetime=conn.rekey_time,
-        local_port=local_port,
-        remote_port=remote_port,
-        encap=conn.encap,
-        dpd_delay=conn.dpd_delay,
-        dpd_timeout=conn.dpd_timeout,
-        dpd_action=conn.dpd_action,
-        allow_legacy=conn.allow_legacy,
-    )
