@@ -35,6 +35,8 @@ class Client:
     """Its address as the LNS sees it, on the LNS's network (behind a NAT: the router's)."""
     nat: bool
     """Behind a NAT: NAT-T detected, ESP in UDP 4500 (RFC 3947, RFC 3948)."""
+    refused: bool = False
+    """It dials in with a password that is not its user's: IPsec comes up, PPP authentication must fail."""
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,8 @@ def check_l2tp_sessions(
     statuses: Mapping[str, Mapping[str, Any]], expect: SessionExpectation, name: str = "l2tp-sessions",
 ) -> CheckResult:
     """Every user has exactly one PPP session on the LNS, with its own address from the pool (IPCP, RFC 1332),
-    and every client agrees: its user, the same address, its session up and no error.
+    and every client agrees: its user, the same address, its session up and no error. A client with a wrong
+    password has no session anywhere, and says that authentication failed.
 
     `statuses`: node -> its `status` reply's "gateway" object."""
     problems: list[str] = []
@@ -94,7 +97,7 @@ def check_l2tp_sessions(
     sessions = list(lns.get("sessions_up", []))
     users = [str(s.get("user")) for s in sessions]
     addresses = assigned(lns)
-    wanted = {c.user for c in expect.clients}
+    wanted = {c.user for c in expect.clients if not c.refused}
     problems += [f"{expect.lns}: no session for {u}" for u in sorted(wanted - set(users))]
     problems += [f"{expect.lns}: a session for {u}, who is not expected to be up" for u in sorted(set(users) - wanted)]
     problems += [f"{expect.lns}: {u} has {users.count(u)} sessions; expected one" for u in sorted(set(users))
@@ -115,21 +118,37 @@ def check_l2tp_sessions(
             continue
         if mine.get("user") != client.user:
             problems.append(f"{where}: dials in as {mine.get('user')!r}")
-        if not mine.get("sessions_up"):
+        if client.refused:
+            problems += _refusal_problems(where, mine)
+        elif not mine.get("sessions_up"):
             problems.append(f"{where}: no session up{_error(mine)}")
         elif mine.get("address") != addresses.get(client.user):
             problems.append(f"{where}: has address {mine.get('address')}, the LNS assigned "
                             f"{addresses.get(client.user)}")
-        if mine.get("last_error"):
+        if mine.get("last_error") and not client.refused:
             problems.append(f"{where}: last error {mine.get('last_error')!r}")
+    refused = sorted(f"{c.node} ({c.user})" for c in expect.clients if c.refused)
     expected = (f"one PPP session per user ({', '.join(sorted(wanted))}) on {expect.lns} and each client, each with "
-                f"its own address from {expect.pool[0]}-{expect.pool[1]}")
+                f"its own address from {expect.pool[0]}-{expect.pool[1]}"
+                + (f"; {', '.join(refused)} refused (wrong password)" if refused else ""))
     observed = ", ".join(f"{u} {a}" for u, a in sorted(addresses.items())) or "no session up"
-    return verdict(name, problems, expected, f"{expect.lns}: {observed}")
+    refusals = [f"{c.node}: {_l2tp(statuses.get(c.node)).get('last_error') or 'no error'}"
+                for c in expect.clients if c.refused]
+    return verdict(name, problems, expected, "; ".join([f"{expect.lns}: {observed}", *refusals]))
 
 
 def _error(l2tp: Mapping[str, Any]) -> str:
     return f" ({l2tp['last_error']})" if l2tp.get("last_error") else ""
+
+
+def _refusal_problems(where: str, l2tp: Mapping[str, Any]) -> list[str]:
+    problems = []
+    if l2tp.get("sessions_up"):
+        problems.append(f"{where}: has a session, though its password is wrong")
+    if "authentication" not in str(l2tp.get("last_error", "")).lower():
+        problems.append(f"{where}: does not say that authentication failed (last error: "
+                        f"{l2tp.get('last_error')!r})")
+    return problems
 
 
 def lns_view(status: Mapping[str, Any], sas: Sequence[Mapping[str, Any]], seen: str

@@ -46,6 +46,11 @@ class L2tpExpectations:
         """Where captures are taken: the LNS's network and every client's own network."""
         return tuple(dict.fromkeys([self.segment, *self.client_networks.values()]))
 
+    @property
+    def admitted(self) -> tuple[Client, ...]:
+        """The clients that must get a session (the others dial in with a wrong password)."""
+        return tuple(c for c in self.clients if not c.refused)
+
     def crossing(self, segment: str) -> tuple[Client, ...]:
         """The clients whose IKE/ESP crosses `segment`."""
         return tuple(c for c in self.clients if segment in (self.segment, self.client_networks[c.node]))
@@ -71,7 +76,7 @@ class L2tpExpectations:
     def flows(self, segment: str, addresses: dict[str, str]) -> list[Flow]:
         """The test traffic inside the ESP crossing `segment`: each client's PPP address with the target."""
         return [Flow(addresses.get(c.user, f"{c.user}'s address"), self.target_address, TCP_PORT)
-                for c in self.crossing(segment)]
+                for c in self.crossing(segment) if not c.refused]
 
     def protected(self) -> tuple[str, ...]:
         """What must never cross in clear: the LAN, the pool, and the LNS's own address (it speaks only IKE and
@@ -98,13 +103,16 @@ def _client(topology: Topology, ra: RemoteAccess, node: str, segment: str) -> tu
         raise ExpectError(f"l2tp client {node!r} is not in topology {topology.name}")
     iface = topology.nodes[node].interfaces[0]  # a client dials from its first interface (remote_access_config)
     own = str(ipaddress.IPv4Interface(iface.address).ip)
+    settings = ra.clients[node]
+    # A password of its own that is not its user's (a user without one gets a generated password at `up`).
+    refused = settings.password is not None and settings.password != ra.users.get(settings.user)
     if iface.network == segment:
-        return Client(node, ra.clients[node].user, own, own, False), iface.network
+        return Client(node, settings.user, own, own, False, refused), iface.network
     router = _masquerading_router(topology, iface.network, segment)
     if router is None:
         raise ExpectError(f"{node} dials from {iface.network}, but no router masquerades it onto {segment}")
     # RFC 3947 §3: the NAT rewrites the client's address; IKE detects it and ESP moves into UDP 4500.
-    return Client(node, ra.clients[node].user, own, endpoint_address(topology, router, segment), True), iface.network
+    return Client(node, settings.user, own, endpoint_address(topology, router, segment), True, refused), iface.network
 
 
 def derive_l2tp(topology: Topology, scenario: Scenario) -> L2tpExpectations:

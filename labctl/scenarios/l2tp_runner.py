@@ -20,7 +20,7 @@ from labctl.backends.base import Backend
 from labctl.checks.decryption import check_decryption
 from labctl.checks.frames import read_frames
 from labctl.checks.l2tp import assigned, check_l2tp_sa_state, check_l2tp_sessions, check_l2tp_wire, clear_l2tp
-from labctl.checks.reachability import Probe, check_probes
+from labctl.checks.reachability import Probe, check_probes, ping
 from labctl.checks.result import CheckResult, combine, verdict
 from labctl.checks.wire import check_no_cleartext
 from labctl.lab.gateways import GATEWAY_PROGRAM, query
@@ -43,13 +43,19 @@ class L2tpRun(_Run):
         """User -> the PPP address the LNS assigned."""
         return assigned((query(backend, state, self.ra.lns).get("gateway") or {}).get("l2tp") or {})
 
+    def refusals_seen(self, backend: Backend, state: LabState) -> bool:
+        return all((query(backend, state, c.node).get("gateway") or {}).get("l2tp", {}).get("last_error")
+                   for c in self.ra.clients if c.refused)
+
     def wait_sessions(self, backend: Backend, state: LabState) -> dict[str, str]:
-        """Until every user has a session (or the timeout; the l2tp-sessions check then says who is missing)."""
-        users = {c.user for c in self.ra.clients}
+        """Until every admitted user has a session and every refused client has its error (or the timeout; the
+        l2tp-sessions check then says what is missing)."""
+        users = {c.user for c in self.ra.admitted}
         deadline = time.monotonic() + self.options.establish_timeout
         while True:
             addresses = self.addresses(backend, state)
-            if users <= set(addresses) or time.monotonic() > deadline:
+            done = users <= set(addresses) and self.refusals_seen(backend, state)
+            if done or time.monotonic() > deadline:
                 return addresses
             time.sleep(0.2)
 
@@ -57,11 +63,21 @@ class L2tpRun(_Run):
                ) -> list[Probe]:
         target = (self.ra.target, self.ra.target_address)
         probes = []
-        for client in self.ra.clients:
+        for client in self.ra.admitted:
             # A user without a session has no PPP address: the probes to it fail and say so.
             mine = addresses.get(client.user, f"{client.user}-has-no-address")
             probes += self.exchange(backend, state, (client.node, mine), target, fail_closed)
         return probes
+
+    def reachability(self, backend: Backend, state: LabState, probes: list[Probe]) -> CheckResult:
+        """The admitted clients' probes get through; a refused client reaches nothing."""
+        result = check_probes(probes, expect_ok=True)
+        refused = [ping(backend, state, c.node, self.ra.target_address, count=2, wait=1)
+                   for c in self.ra.clients if c.refused]
+        if not refused:
+            return result
+        return combine("reachability", [("admitted", result),
+                                        ("refused", check_probes(refused, expect_ok=False))])
 
     def phases(self, backend: Backend, state: LabState, plan: Plan) -> None:
         self.protected_phase_l2tp(backend, state, plan)
@@ -78,7 +94,8 @@ class L2tpRun(_Run):
                 if not reply.get("ok"):
                     self.say(f"rekey on {client.node}: {reply.get('error')}")
             probes = self.probes(backend, state, addresses, fail_closed=False)
-        self.add(check_probes(probes, expect_ok=True))
+            reachability = self.reachability(backend, state, probes)
+        self.add(reachability)
         statuses, sas = self.collect(backend, state, plan)
         self.guarded("l2tp-sessions", lambda: check_l2tp_sessions(statuses, ra.sessions()))
         self.guarded("sa-state", lambda: check_l2tp_sa_state(statuses, sas, ra.lns, ra.clients, ra.sa()))

@@ -6,6 +6,7 @@ frame, PPP in clear, raw ESP from behind a NAT, a missing session, a shared addr
 from __future__ import annotations
 
 import copy
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -299,3 +300,29 @@ def test_a_client_without_an_isakmp_sa_on_the_lns_fails() -> None:
     result = check_l2tp_sa_state(statuses, sas, "gw", CLIENTS, SA)
     assert result.status == "fail"
     assert any("road-1 <-> gw: gw: no established IKEv1 SA" in d for d in result.details)
+
+
+REFUSING = SessionExpectation("gw", (dataclasses.replace(CLIENTS[0], refused=True), CLIENTS[1]), POOL)
+AUTH_FAILED = "PPP authentication failed for user 'alice': the server refused the user name or password"
+
+
+def test_a_wrong_password_refused_with_a_clear_message_passes() -> None:
+    statuses = {"gw": _lns({"bob": BOB}), "road-1": _client("alice", None, AUTH_FAILED), "road-2": _client("bob", BOB)}
+    result = check_l2tp_sessions(statuses, REFUSING)
+    assert result.status == "pass", result.details
+    assert "road-1 (alice) refused (wrong password)" in result.expected
+    assert AUTH_FAILED in result.observed
+
+
+@pytest.mark.parametrize(("statuses", "needle"), [
+    ({"gw": _lns({"alice": ALICE, "bob": BOB}), "road-1": _client("alice", ALICE), "road-2": _client("bob", BOB)},
+     "a session for alice, who is not expected to be up"),
+    ({"gw": _lns({"bob": BOB}), "road-1": _client("alice", ALICE), "road-2": _client("bob", BOB)},
+     "road-1 (alice): has a session, though its password is wrong"),
+    ({"gw": _lns({"bob": BOB}), "road-1": _client("alice", None, "tunnel setup timed out"),
+      "road-2": _client("bob", BOB)}, "does not say that authentication failed"),
+])
+def test_a_wrong_password_that_gets_in_or_fails_silently_fails(statuses: dict[str, Any], needle: str) -> None:
+    result = check_l2tp_sessions(statuses, REFUSING)
+    assert result.status == "fail"
+    assert any(needle in d for d in result.details), result.details

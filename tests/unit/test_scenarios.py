@@ -164,6 +164,16 @@ def test_l2tp_expectations_follow_the_topology() -> None:
     assert protected[1] == "10.2.100.10/31" and protected[-2] == "10.2.100.96/30"
 
 
+def test_a_wrong_password_client_is_expected_to_be_refused() -> None:
+    scenario = _by_name(["l2tp-ipsec-wrong-password"])["l2tp-ipsec-wrong-password"]
+    exp = derive_scenario(load_scenario_topology(scenario), scenario)
+    assert isinstance(exp, L2tpExpectations)
+    assert [c.node for c in exp.clients if c.refused] == ["road-1"]
+    assert [c.node for c in exp.admitted] == ["road-2", "road-3"]
+    assert [f.a for f in exp.flows("internet", {"bob": "10.2.100.10", "carol": "10.2.100.11"})] == [
+        "10.2.100.10", "10.2.100.11"]
+
+
 def test_l2tp_client_without_a_nat_to_the_lns_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "x.yaml").write_text("name: x\ntopology: l2tp-ipsec\nset: {nodes.home-router.masquerade: []}\n")
     scenario = load_file(tmp_path / "x.yaml").scenarios[0]
