@@ -44,7 +44,7 @@ class L2tpRun(_Run):
         return assigned((query(backend, state, self.ra.lns).get("gateway") or {}).get("l2tp") or {})
 
     def refusals_seen(self, backend: Backend, state: LabState) -> bool:
-        return all((query(backend, state, c.node).get("gateway") or {}).get("l2tp", {}).get("last_error")
+        return all(((query(backend, state, c.node).get("gateway") or {}).get("l2tp") or {}).get("last_error")
                    for c in self.ra.clients if c.refused)
 
     def wait_sessions(self, backend: Backend, state: LabState) -> dict[str, str]:
