@@ -69,11 +69,14 @@ def _iperf(lab: Lab, args: list[str], seconds: float) -> dict[str, Any]:
         if "error" not in data:
             return data
         error = str(data["error"])
-        if attempt == 2 or not ("busy" in error or "refused" in error):
+        if attempt == 2:
             raise LabError(f"iperf3 {' '.join(args)}: {error}")
-        if "refused" in error and id(lab) in _SERVERS:
-            _SERVERS[id(lab)].start()  # the server is gone: start it again
-        time.sleep(0.5)  # or it is still closing the previous test
+        if "busy" in error:
+            time.sleep(0.5)  # the server is still closing the previous test
+        elif id(lab) in _SERVERS:
+            # Refused, reset, control message lost: iperf3 3.12's server does not always survive an overrun UDP
+            # test. A fresh server and one more try; the figure is only lost if that fails twice.
+            _SERVERS[id(lab)].start()
     raise LabError("unreachable")
 
 
