@@ -93,9 +93,11 @@ class DataPlane:
         self._out_routes: dict[bytes, OutRoute] = {}
         self._in_udp_routes: dict[bytes, InRoute] = {}
         self._in_ip_routes: dict[bytes, InRoute] = {}
+        self._out_sealers: dict[int, Callable[[bytes, int], bytes]] = {}  # outbound SPI -> compiled sealer
 
     def _changed(self) -> None:
         self._out_routes.clear()
+        self._out_sealers.clear()
         self._in_udp_routes.clear()
         self._in_ip_routes.clear()
 
@@ -173,9 +175,12 @@ class DataPlane:
         sa = self._sad.outbound(policy.reqid, "esp")
         if sa is None:
             return
-        sealer = compile_sealer(sa, self._rng)
+        sealer = self._out_sealers.get(sa.spi)
         if sealer is None:
-            return
+            sealer = compile_sealer(sa, self._rng)  # once per SA, shared by all its flows
+            if sealer is None:
+                return
+            self._out_sealers[sa.spi] = sealer
         if len(self._out_routes) >= _FLOW_CACHE_MAX:
             self._out_routes.clear()
         self._out_routes[key] = self._out_route(sa, sealer)

@@ -221,3 +221,17 @@ def test_cbc_ivs_are_fresh_with_a_constant_rng() -> None:
     assert seal is not None
     ivs = {seal(segment(0), seq)[8:24] for seq in range(1, 50)}
     assert len(ivs) == 49
+
+
+@pytest.mark.parametrize(("encr", "integ"), [("aes128gcm16", None), ("aes128", "sha256")])
+def test_flows_sharing_an_sa_share_its_sequence_numbers(encr: str, integ: str | None) -> None:
+    a, b = gateway_pair(("esp",), "tunnel", encr=encr, integ=integ)
+    flows = [bytes(IP(src=HOST_A, dst=HOST_B) / TCP(sport=port, dport=5201) / Raw(b"z" * 500)) for port in (1, 2, 3)]
+    seqs = []
+    for i in range(12):
+        result = a.outbound(flows[i % 3], 1.0)
+        assert isinstance(result, IpSend)
+        seqs.append(int.from_bytes(result.packet[24:28], "big"))
+        assert b.inbound_ip(result.packet, 1.0) == flows[i % 3]
+    assert seqs == list(range(1, 13))
+    assert len(a._out_sealers) == 1 and len(a._out_routes) == 3
