@@ -20,21 +20,25 @@ def _rekey_in(at: float | None, clock: float | None) -> str:
 
 def ike_table(gateways: dict[str, dict[str, Any]]) -> Table:
     table = Table(title="IKE SAs (phase 1: one bidirectional SA per peer)")
-    for column in ("gateway", "connection", "version", "state", "SPIs / cookies (i/r)", "algorithms", "peer", "NAT"):
+    for column in ("gateway", "connection", "version", "state", "SPIs / cookies (i/r)", "algorithms", "peer", "NAT",
+                   "expires in"):
         table.add_column(column)
     for node, gw in gateways.items():
         ike = gw.get("ike", {})
+        clock = gw.get("clock")
         for sa in ike.get("v2", {}).get("ike_sas", []):
             nat = "forced" if sa.get("encap_forced") else "no"
             if sa.get("nat_local") or sa.get("nat_remote"):
                 nat = "yes"
             table.add_row(node, sa["conn"], "IKEv2", sa["state"], f"{sa['spi_i']}/{sa['spi_r']}", sa["algorithms"],
-                          f"{sa.get('remote_id', '')} {sa['remote']}", nat)
+                          f"{sa.get('remote_id', '')} {sa['remote']}", nat, _rekey_in(sa.get("expire_at"), clock))
         for sa in ike.get("v1", {}).get("isakmp_sas", []):
             nat_info = sa.get("nat", {})
             nat = "yes" if nat_info.get("local") or nat_info.get("remote") else "no"
+            expires = sa["established_at"] + sa["lifetime"] if "established_at" in sa and "lifetime" in sa else None
             table.add_row(node, sa["connection"], f"IKEv1 {sa['mode']} mode", sa["state"].lower(),
-                          f"{sa['initiator_cookie']}/{sa['responder_cookie']}", sa["algorithms"], sa["remote"], nat)
+                          f"{sa['initiator_cookie']}/{sa['responder_cookie']}", sa["algorithms"], sa["remote"], nat,
+                          _rekey_in(expires, clock))
     return table
 
 

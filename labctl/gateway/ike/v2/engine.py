@@ -214,6 +214,7 @@ class Ikev2Engine:
                 "local_id": sa.local_id, "remote_id": sa.remote_id,
                 "algorithms": sa.algs.describe() if sa.algs else "",
                 "nat_local": sa.nat_local, "nat_remote": sa.nat_remote, "encap_forced": sa.conn.encap,
+                "rekey_at": sa.rekey_at, "expire_at": sa.expire_at,
                 "children": [self._child_status(c) for c in sa.children],
             })
         return {"ike_sas": sas, "last_error": dict(self.last_error), "counters": dict(self.counters)}
