@@ -264,7 +264,7 @@ def table(results: dict[str, Any]) -> str:
     for name, value in results["ratios"].items():
         lines.append(f"  {name:<64}{value:6.2f}")
     lines.append("")
-    lines.append("labctl up -> first packet (netns / Docker): not measured here yet (slot for the lead)")
+    lines.append("labctl up -> first packet (netns / Docker): measured by `python3 -m benchmarks.labup`")
     return "\n".join(lines)
 
 
