@@ -340,6 +340,11 @@ def _connection(o: _Obj) -> ConnectionConfig:
         raise ConfigError(f"{o.path}.children: a connection needs at least one child SA")
     if c.ike_mode == "aggressive" and c.version != 1:
         raise ConfigError(f"{o.path}.ike_mode: aggressive mode exists only in IKEv1 (set version: 1)")
+    for i, ch in enumerate(c.children):
+        if ch.protection == "ah+esp":
+            why = ("IKEv2 negotiates one protocol per child SA (RFC 7296 §3.3)" if c.version == 2
+                   else "AH+ESP bundles over IKEv1 are not supported yet")
+            raise ConfigError(f"{o.path}.children[{i}].protection: {why}; use manual keys for an AH+ESP tunnel")
     o.done()
     return c
 

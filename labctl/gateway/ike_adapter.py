@@ -25,8 +25,13 @@ log = logging.getLogger("labctl.gateway.ike")
 HARD_LIFETIME_SLACK = 30.0
 
 
-def _read(path: str) -> bytes:
-    return Path(path).read_bytes()
+def _pem_files(c: ConnectionConfig) -> tuple[bytes, bytes, tuple[bytes, ...]]:
+    """Private key, certificate and CA certificates of a certificate-authenticated connection (empty for PSK):
+    the engines take PEM, not paths."""
+    if c.auth.method != "pubkey":
+        return b"", b"", ()
+    return (Path(c.auth.key).read_bytes(), Path(c.auth.cert).read_bytes(),
+            tuple(Path(p).read_bytes() for p in c.auth.ca))
 
 
 class Driver:
@@ -89,11 +94,6 @@ def make_v2_engine(conns: list[ConnectionConfig], rng: Callable[[int], bytes]) -
     for c in conns:
         children = []
         for ch in c.children:
-            if ch.protection == "ah+esp":
-                raise ValueError(
-                    f"connection {c.name}, child {ch.name}: IKEv2 negotiates one protocol per child SA "
-                    "(RFC 7296 §3.3); AH+ESP bundles need IKEv1 or manual keys"
-                )
             children.append(V2Child(
                 name=ch.name, local_ts=ch.local_ts if ch.mode == "tunnel" else ("dynamic",),
                 remote_ts=ch.remote_ts if ch.mode == "tunnel" else ("dynamic",), mode=ch.mode,
@@ -101,13 +101,11 @@ def make_v2_engine(conns: list[ConnectionConfig], rng: Callable[[int], bytes]) -
                 proposals=ch.proposals, rekey_time=ch.rekey_time, life_time=ch.life_time, rand_time=ch.rand_time,
                 rekey_bytes=ch.rekey_bytes, rekey_packets=ch.rekey_packets, start_action=ch.start_action,
             ))
-        pubkey = c.auth.method == "pubkey"
+        key, cert, ca = _pem_files(c)
         out.append(V2Conn(
             name=c.name, local_addrs=(c.local,), remote_addrs=(c.remote,), local_id=c.local_id,
             remote_id=c.remote_id, auth=c.auth.method, psk=c.auth.psk,
-            private_key_pem=_read(c.auth.key).decode() if pubkey else "",
-            cert_pem=_read(c.auth.cert).decode() if pubkey else "",
-            ca_pems=tuple(_read(p).decode() for p in c.auth.ca) if pubkey else (),
+            private_key_pem=key.decode(), cert_pem=cert.decode(), ca_pems=tuple(p.decode() for p in ca),
             proposals=c.proposals, children=tuple(children), version=2,
             start_action="start" if any(ch.start_action == "start" for ch in c.children) else "none",
             dpd_delay=c.dpd_delay, dpd_timeout=c.dpd_timeout, dpd_action=c.dpd_action, encap=c.encap,
@@ -124,11 +122,6 @@ def make_v1_engine(conns: list[ConnectionConfig], rng: Callable[[int], bytes]) -
     for c in conns:
         children = []
         for ch in c.children:
-            if ch.protection == "ah+esp":
-                raise ValueError(
-                    f"connection {c.name}, child {ch.name}: AH+ESP bundles over IKEv1 are not supported yet; "
-                    "use manual keys for an AH+ESP lab"
-                )
             children.append(Ikev1ChildConfig(
                 name=ch.name,
                 local_ts=ch.local_ts if ch.mode == "tunnel" else (f"{c.local}/32",),
@@ -138,13 +131,11 @@ def make_v1_engine(conns: list[ConnectionConfig], rng: Callable[[int], bytes]) -
                 proposals=ch.proposals, lifetime=ch.life_time or ch.rekey_time * 1.1,
                 start_action=ch.start_action,
             ))
-        pubkey = c.auth.method == "pubkey"
+        key, cert, ca = _pem_files(c)
         out.append(Ikev1ConnectionConfig(
             name=c.name, local_addr=c.local, remote_addr=c.remote, local_id=c.local_id, remote_id=c.remote_id,
             mode=c.ike_mode, auth=c.auth.method, psk=c.auth.psk,
-            private_key_pem=_read(c.auth.key) if pubkey else b"",
-            cert_pem=_read(c.auth.cert) if pubkey else b"",
-            ca_pems=tuple(_read(p) for p in c.auth.ca) if pubkey else (),
+            private_key_pem=key, cert_pem=cert, ca_pems=ca,
             proposals=c.proposals, children=tuple(children), lifetime=c.rekey_time * 1.1, encap=c.encap,
             dpd_delay=c.dpd_delay, dpd_timeout=c.dpd_timeout, dpd_action=c.dpd_action, allow_legacy=c.allow_legacy,
             retransmit_timeout=c.retransmit_timeout,

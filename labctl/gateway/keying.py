@@ -54,6 +54,12 @@ def _host_prefix(address: str) -> str:
     return "0.0.0.0/0" if address == ANY else f"{address}/32"
 
 
+def _outbound_order(protection: str) -> tuple[str, ...]:
+    """The order the data plane applies a protection's SAs outbound: AH+ESP is ESP first, then AH over it
+    (RFC 4301 §4.5)."""
+    return ("esp", "ah") if protection == "ah+esp" else (protection,)
+
+
 def _policy_pairs(b: Binding) -> Iterator[tuple[str, str]]:
     if b.mode == "transport":
         # Transport mode protects traffic between the two hosts themselves (RFC 4301 §4.1).
@@ -81,7 +87,7 @@ class Keying:
         for reqid, t in enumerate(cfg.manual, start=1):
             b = Binding(
                 reqid=reqid, conn=t.name, child=t.name, version=0, local=t.local, remote=t.remote, mode=t.mode,
-                protocols=("esp", "ah") if t.protection == "ah+esp" else (t.protection,),
+                protocols=_outbound_order(t.protection),
                 local_ts=t.local_ts if t.mode == "tunnel" else (), remote_ts=t.remote_ts if t.mode == "tunnel" else (),
                 encap=t.encap,
             )
@@ -91,7 +97,7 @@ class Keying:
             for ch in c.children:
                 self.bindings.append(Binding(
                     reqid=next_reqid, conn=c.name, child=ch.name, version=c.version, local=c.local, remote=c.remote,
-                    mode=ch.mode, protocols=("esp", "ah") if ch.protection == "ah+esp" else (ch.protection,),
+                    mode=ch.mode, protocols=_outbound_order(ch.protection),
                     local_ts=ch.local_ts if ch.mode == "tunnel" else (),
                     remote_ts=ch.remote_ts if ch.mode == "tunnel" else (),
                     start_action=ch.start_action, encap=c.encap,

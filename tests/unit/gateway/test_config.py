@@ -72,6 +72,10 @@ def test_connection_errors() -> None:
     with pytest.raises(ConfigError, match=r"connections\[0\].ike_mode: aggressive mode exists only in IKEv1"):
         parse_config(config(manual=[], connections=[conn]))
     conn["ike_mode"] = "main"
+    conn["children"][0]["protection"] = "ah+esp"  # type: ignore[index]
+    with pytest.raises(ConfigError, match=r"connections\[0\].children\[0\].protection: IKEv2 negotiates one protocol"):
+        parse_config(config(manual=[], connections=[conn]))
+    conn["children"][0]["protection"] = "esp"  # type: ignore[index]
     conn["auth"] = {"method": "psk", "psk": ""}
     with pytest.raises(ConfigError, match=r"connections\[0\].auth.psk: the pre-shared key must not be empty"):
         parse_config(config(manual=[], connections=[conn]))
