@@ -127,12 +127,9 @@ class Gateway:
                 self.l2tp.tick(now)
             self._after_keying_change()
             if now >= next_housekeeping:
-                if self.keying.housekeeping(now):
-                    self._after_keying_change()
                 for payload, dst, dport in self.keying.keepalives(now):
                     self._send_udp(payload, dst, dport)
                 next_housekeeping = now + HOUSEKEEPING_INTERVAL
-            self._flush_ike()
 
     # --- data plane --------------------------------------------------------------------------------------
     def _on_tun(self) -> None:

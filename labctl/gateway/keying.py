@@ -198,10 +198,6 @@ class Keying:
             changed = True
         return changed
 
-    def housekeeping(self, now: float) -> bool:
-        self.dataplane.handle_timer(now)
-        return True
-
     def keepalives(self, now: float) -> list[tuple[bytes, str, int]]:
         if now - self._last_keepalive < NAT_KEEPALIVE_INTERVAL:
             return []
