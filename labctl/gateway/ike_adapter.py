@@ -7,6 +7,7 @@ of the gateway see one shape.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -25,9 +26,14 @@ log = logging.getLogger("labctl.gateway.ike")
 HARD_LIFETIME_SLACK = 30.0
 
 
+def real_wall_clock() -> dt.datetime:
+    """The daemon's calendar time for certificate validity; the sans-I/O engines only see what they are given."""
+    return dt.datetime.now(dt.UTC)
+
+
 def _pem_files(c: ConnectionConfig) -> tuple[bytes, bytes, tuple[bytes, ...]]:
-    """Private key, certificate and CA certificates of a certificate-authenticated connection (empty for PSK):
-    the engines take PEM, not paths."""
+    """Private key, certificate (ours first, then intermediate CAs) and CA certificates of a
+    certificate-authenticated connection (empty for PSK): the engines take PEM, not paths."""
     if c.auth.method != "pubkey":
         return b"", b"", ()
     return (Path(c.auth.key).read_bytes(), Path(c.auth.cert).read_bytes(),
@@ -85,7 +91,8 @@ class Driver:
         return lines
 
 
-def make_v2_engine(conns: list[ConnectionConfig], rng: Callable[[int], bytes]) -> Driver:
+def make_v2_engine(conns: list[ConnectionConfig], rng: Callable[[int], bytes],
+                   wall_clock: Callable[[], dt.datetime] = real_wall_clock) -> Driver:
     from labctl.gateway.ike.v2.config import ChildConfig as V2Child
     from labctl.gateway.ike.v2.config import ConnectionConfig as V2Conn
     from labctl.gateway.ike.v2.engine import Ikev2Engine
@@ -111,10 +118,11 @@ def make_v2_engine(conns: list[ConnectionConfig], rng: Callable[[int], bytes]) -
             dpd_delay=c.dpd_delay, dpd_timeout=c.dpd_timeout, dpd_action=c.dpd_action, encap=c.encap,
             rekey_time=c.rekey_time, retransmit_timeout=c.retransmit_timeout,
         ))
-    return Driver(Ikev2Engine(out, rng=rng), 2)
+    return Driver(Ikev2Engine(out, rng=rng, wall_clock=wall_clock), 2)
 
 
-def make_v1_engine(conns: list[ConnectionConfig], rng: Callable[[int], bytes]) -> Driver:
+def make_v1_engine(conns: list[ConnectionConfig], rng: Callable[[int], bytes],
+                   wall_clock: Callable[[], dt.datetime] = real_wall_clock) -> Driver:
     from labctl.gateway.ike.v1.config import Ikev1ChildConfig, Ikev1ConnectionConfig
     from labctl.gateway.ike.v1.engine import Ikev1Engine
 
@@ -140,7 +148,7 @@ def make_v1_engine(conns: list[ConnectionConfig], rng: Callable[[int], bytes]) -
             dpd_delay=c.dpd_delay, dpd_timeout=c.dpd_timeout, dpd_action=c.dpd_action, allow_legacy=c.allow_legacy,
             retransmit_timeout=c.retransmit_timeout,
         ))
-    return Driver(Ikev1Engine(out, rng=rng), 1)
+    return Driver(Ikev1Engine(out, rng=rng, wall_clock=wall_clock), 1)
 
 
 def _install(

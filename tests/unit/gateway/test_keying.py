@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,3 +58,19 @@ def test_policies_fail_closed_before_any_sa() -> None:
     assert k.tunnel_prefixes() == ["10.2.0.0/24"]
     [policy] = k.dataplane.policies
     assert policy.action == "protect" and policy.local == "10.1.0.0/24" and policy.remote == "10.2.0.0/24"
+
+
+def test_the_daemon_gives_both_ike_engines_the_real_wall_clock() -> None:
+    # The IKE cores never read a clock; the adapter hands them calendar time for certificate validity.
+    cfg = ike_config()
+    v1 = {**cfg["connections"][0], "name": "c1", "version": 1, "proposals": ["aes128-sha256-modp2048"]}
+    v1["children"] = [{**v1["children"][0], "name": "c1", "proposals": ["aes128-sha256"]}]
+    cfg["connections"].append(v1)
+    k = Keying(parse_config(cfg))
+    k.start(0.0)
+    before = dt.datetime.now(dt.UTC)
+    v2_time = k.engines[2].engine.wall_clock()
+    v1_time = k.engines[1].engine._wall_clock()
+    for t in (v2_time, v1_time):
+        assert t.utcoffset() == dt.timedelta(0)
+        assert abs((t - before).total_seconds()) < 60

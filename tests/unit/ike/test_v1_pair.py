@@ -13,6 +13,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
+from labctl.gateway.ike import certs
+from labctl.gateway.ike.certs import WallClock
 from labctl.gateway.ike.v1.config import Ikev1ChildConfig, Ikev1ConnectionConfig
 from labctl.gateway.ike.v1.engine import Ikev1Engine
 from labctl.gateway.ike.v1.events import (
@@ -25,6 +27,9 @@ from labctl.gateway.ike.v1.events import (
     PeerDead,
     SecurityWarning,
 )
+
+from . import x509_factory as xf
+from .x509_factory import AT_NOW, clock
 
 A_ADDR, B_ADDR = "192.0.2.1", "192.0.2.2"
 Datagram = tuple[bytes, tuple[str, int], tuple[str, int]]
@@ -53,9 +58,11 @@ def configs(mode: str = "main", child_prop: str = "aes128-sha256", ike_prop: str
 
 
 class Pair:
-    def __init__(self, a: Ikev1ConnectionConfig, b: Ikev1ConnectionConfig) -> None:
-        self.a = Ikev1Engine([a], _rng(1))
-        self.b = Ikev1Engine([b], _rng(2))
+    def __init__(self, a: Ikev1ConnectionConfig, b: Ikev1ConnectionConfig,
+                 wall_clock: WallClock | None = AT_NOW) -> None:
+        # wall_clock: both engines' calendar time for certificate validity (default x509_factory.NOW).
+        self.a = Ikev1Engine([a], _rng(1), wall_clock=wall_clock)
+        self.b = Ikev1Engine([b], _rng(2), wall_clock=wall_clock)
         self.now = 0.0
         self.sent = 0
         self.events: dict[str, list[Event]] = {"a": [], "b": []}
@@ -404,6 +411,99 @@ def test_certificate_from_an_untrusted_ca_is_refused(lab_pki: dict[str, bytes]) 
     p.exchange()
     assert not p.of("a", IsakmpSaEstablished)
     assert any("trusted CA" in e.reason for e in p.of("a", ExchangeFailed))
+
+
+# --- certificate chains: intermediates sent and checked, validity dates at the injected wall clock
+
+
+@pytest.fixture(scope="module")
+def chain_pki() -> dict[str, xf.Cert]:
+    """A root; gw-a's certificate under int-a and gw-b's under int-b (each side must send its intermediate)."""
+    root = xf.root("lab root")
+    int_a, int_b = xf.intermediate("int-a", root), xf.intermediate("int-b", root)
+    return {"root": root, "int_a": int_a, "int_b": int_b,
+            "a": xf.make("gw-a", int_a, key_type="rsa"), "b": xf.make("gw-b", int_b, key_type="rsa"),
+            "b_expired": xf.make("gw-b", int_b, key_type="rsa", not_after=xf.NOW - datetime.timedelta(days=2))}
+
+
+def _chain_configs(pki: dict[str, xf.Cert], mode: str = "main", b_cert: str = "b", send_intermediates: bool = True
+                   ) -> tuple[Ikev1ConnectionConfig, Ikev1ConnectionConfig]:
+    a, b = configs(mode)
+    a_pem = pki["a"].pem + (pki["int_a"].pem if send_intermediates else b"")
+    b_pem = pki[b_cert].pem + (pki["int_b"].pem if send_intermediates else b"")
+    a = replace(a, auth="pubkey", psk=b"", private_key_pem=pki["a"].key_pem, cert_pem=a_pem,
+                ca_pems=(pki["root"].pem,), remote_id="CN=gw-b")
+    b = replace(b, auth="pubkey", psk=b"", private_key_pem=pki[b_cert].key_pem, cert_pem=b_pem,
+                ca_pems=(pki["root"].pem,), remote_id="CN=gw-a")
+    return a, b
+
+
+@pytest.mark.parametrize("mode", ["main", "aggressive"])
+def test_certificates_through_intermediates(mode: str, chain_pki: dict[str, xf.Cert],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[list[bytes]] = []
+    real = certs.verify_chain
+
+    def recording(end_entity: bytes, intermediates: list[bytes], *args: object) -> list[x509.Certificate]:
+        seen.append([end_entity, *intermediates])
+        return real(end_entity, intermediates, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(certs, "verify_chain", recording)
+    p = Pair(*_chain_configs(chain_pki, mode))
+    p.a.initiate("gw", 0.0)
+    p.exchange()
+    assert p.of("a", IsakmpSaEstablished)[0].remote_id == "CN=gw-b"
+    assert p.of("b", IsakmpSaEstablished)[0].remote_id == "CN=gw-a"
+    assert_sa_pairs_match(p)
+    assert not p.of("a", ExchangeFailed) and not p.of("b", ExchangeFailed)
+    # Each side sent its certificate first, then its intermediate (RFC 2408 §3.9: one CERT payload each).
+    sent = {(chain_pki["a"].der, chain_pki["int_a"].der), (chain_pki["b"].der, chain_pki["int_b"].der)}
+    assert {tuple(s) for s in seen} == sent and len(seen) == 2
+
+
+def test_without_the_intermediate_the_chain_is_incomplete(chain_pki: dict[str, xf.Cert]) -> None:
+    p = Pair(*_chain_configs(chain_pki, send_intermediates=False))
+    p.a.initiate("gw", 0.0)
+    p.exchange()
+    assert not p.of("a", IsakmpSaEstablished) and not p.of("b", IsakmpSaEstablished)
+    # gw-b checks first (MM5): gw-a's certificate names int-a, which nobody sent.
+    assert [e.reason for e in p.of("b", ExchangeFailed)][0] == (
+        "the peer's certificate is refused: certificate CN=gw-a is not issued by a trusted CA: its issuer CN=int-a "
+        "is neither a configured CA nor among the certificates the peer sent")
+
+
+def test_expired_certificate_is_refused(chain_pki: dict[str, xf.Cert]) -> None:
+    p = Pair(*_chain_configs(chain_pki, b_cert="b_expired"))
+    p.a.initiate("gw", 0.0)
+    p.exchange()
+    assert not p.of("a", IsakmpSaEstablished)
+    expiry = chain_pki["b_expired"].cert.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert [e.reason for e in p.of("a", ExchangeFailed)][0] == \
+        f"the peer's certificate is refused: certificate CN=gw-b expired on {expiry}"
+    assert p.a.status()["isakmp_sas"] == []
+    # The same certificate two days earlier is fine: the engines take calendar time only from wall_clock.
+    three_days_ago = clock(xf.NOW - datetime.timedelta(days=3))
+    earlier = Pair(*_chain_configs(chain_pki, b_cert="b_expired"), wall_clock=three_days_ago)
+    earlier.a.initiate("gw", 0.0)
+    earlier.exchange()
+    assert earlier.of("a", IsakmpSaEstablished)
+
+
+def test_without_a_wall_clock_certificates_are_refused(chain_pki: dict[str, xf.Cert]) -> None:
+    p = Pair(*_chain_configs(chain_pki), wall_clock=None)
+    p.a.initiate("gw", 0.0)
+    p.exchange()
+    assert not p.of("a", IsakmpSaEstablished) and not p.of("b", IsakmpSaEstablished)
+    assert "no wall clock" in p.of("b", ExchangeFailed)[0].reason
+
+
+def test_certificate_file_in_the_wrong_order_is_reported(chain_pki: dict[str, xf.Cert]) -> None:
+    a, b = _chain_configs(chain_pki)
+    p = Pair(replace(a, cert_pem=chain_pki["int_a"].pem + chain_pki["a"].pem), b)
+    p.a.initiate("gw", 0.0)
+    p.exchange()
+    assert not p.of("a", IsakmpSaEstablished)
+    assert any("does not belong to the private key" in e.reason for e in p.of("a", ExchangeFailed))
 
 
 # --- robustness: garbage never raises out of the engine

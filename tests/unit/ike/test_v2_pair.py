@@ -10,6 +10,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
+from labctl.gateway.ike import certs
 from labctl.gateway.ike.v2.codec import parse_message
 from labctl.gateway.ike.v2.constants import ExchangeType
 from labctl.gateway.ike.v2.events import (
@@ -23,6 +24,7 @@ from labctl.gateway.ike.v2.events import (
     ProposalMismatch,
 )
 
+from . import x509_factory as xf
 from .v2_pair import Pair, make_pair
 
 
@@ -309,3 +311,90 @@ def test_certificate_from_untrusted_ca_is_refused() -> None:
     fb = [e for e in p.events_b if isinstance(e, AuthFailed)]
     assert fb and "not issued by a trusted CA" in fb[0].reason
     assert any(isinstance(e, AuthFailed) for e in p.events_a)
+
+
+# --- certificate chains: intermediates sent and checked, validity dates at the injected wall clock
+
+
+@pytest.fixture(scope="module")
+def chain_pki() -> dict[str, xf.Cert]:
+    """A root; a.example's certificate under int-a and b.example's under int-b (each side must send its own)."""
+    root = xf.root("lab root")
+    int_a, int_b = xf.intermediate("int-a", root), xf.intermediate("int-b", root)
+    return {"root": root, "int_a": int_a, "int_b": int_b,
+            "a": xf.make("a.example", int_a, san="a.example"), "b": xf.make("b.example", int_b, san="b.example"),
+            "a_expired": xf.make("a.example", int_a, san="a.example", not_after=xf.NOW - datetime.timedelta(hours=1)),
+            "b_expired": xf.make("b.example", int_b, san="b.example", not_after=xf.NOW - datetime.timedelta(days=1))}
+
+
+def _chain_pair(pki: dict[str, xf.Cert], a: str = "a", b: str = "b", send_intermediates: bool = True,
+                **kw: object) -> Pair:
+    def pem(leaf: str, intermediate: str) -> str:
+        return (pki[leaf].pem + (pki[intermediate].pem if send_intermediates else b"")).decode()
+
+    return make_pair(auth="pubkey", ca_pems=(pki["root"].pem.decode(),),
+                     a_private_key_pem=pki[a].key_pem.decode(), a_cert_pem=pem(a, "int_a"),
+                     b_private_key_pem=pki[b].key_pem.decode(), b_cert_pem=pem(b, "int_b"), **kw)
+
+
+def _expiry(cert: xf.Cert) -> str:
+    return cert.cert.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_certificates_through_intermediates(chain_pki: dict[str, xf.Cert], monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[list[bytes]] = []
+    real = certs.verify_chain
+
+    def recording(end_entity: bytes, intermediates: list[bytes], *args: object) -> list[x509.Certificate]:
+        seen.append([end_entity, *intermediates])
+        return real(end_entity, intermediates, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(certs, "verify_chain", recording)
+    p = _chain_pair(chain_pki)
+    established(p)
+    assert p.b.status()["ike_sas"][0]["remote_id"] == "a.example"
+    assert p.a.status()["ike_sas"][0]["remote_id"] == "b.example"
+    # Each side sent its certificate first, then its intermediate (RFC 7296 §3.6).
+    assert seen == [[chain_pki["a"].der, chain_pki["int_a"].der], [chain_pki["b"].der, chain_pki["int_b"].der]]
+
+
+def test_without_the_intermediate_the_chain_is_incomplete(chain_pki: dict[str, xf.Cert]) -> None:
+    p = _chain_pair(chain_pki, send_intermediates=False)
+    p.a.initiate("s2s", p.now)
+    p.transfer()
+    assert not any(isinstance(e, IkeSaUp) for e in p.events_a + p.events_b)
+    assert [e.reason for e in p.events_b if isinstance(e, AuthFailed)][0] == (
+        "authentication of 'a.example' failed: certificate CN=a.example is not issued by a trusted CA: its issuer "
+        "CN=int-a is neither a configured CA nor among the certificates the peer sent")
+
+
+def test_expired_initiator_certificate_is_refused(chain_pki: dict[str, xf.Cert]) -> None:
+    p = _chain_pair(chain_pki, a="a_expired")
+    p.a.initiate("s2s", p.now)
+    p.transfer()
+    assert not any(isinstance(e, IkeSaUp) for e in p.events_a + p.events_b)
+    assert [e.reason for e in p.events_b if isinstance(e, AuthFailed)][0] == \
+        f"authentication of 'a.example' failed: certificate CN=a.example expired on {_expiry(chain_pki['a_expired'])}"
+    assert "AUTHENTICATION_FAILED" in [e.reason for e in p.events_a if isinstance(e, AuthFailed)][0]
+    assert p.b.status()["ike_sas"] == []
+
+
+def test_expired_responder_certificate_is_refused(chain_pki: dict[str, xf.Cert]) -> None:
+    p = _chain_pair(chain_pki, b="b_expired")
+    p.a.initiate("s2s", p.now)
+    p.transfer()
+    assert not any(isinstance(e, IkeSaUp) for e in p.events_a)
+    assert [e.reason for e in p.events_a if isinstance(e, AuthFailed)][0] == \
+        f"authentication of 'b.example' failed: certificate CN=b.example expired on {_expiry(chain_pki['b_expired'])}"
+    assert p.a.status()["ike_sas"] == []
+    # Two days earlier by the wall clock the same certificate is good: time comes only from wall_clock.
+    earlier = _chain_pair(chain_pki, b="b_expired", wall_clock=xf.clock(xf.NOW - datetime.timedelta(days=2)))
+    established(earlier)
+
+
+def test_without_a_wall_clock_certificates_are_refused(chain_pki: dict[str, xf.Cert]) -> None:
+    p = _chain_pair(chain_pki, wall_clock=None)
+    p.a.initiate("s2s", p.now)
+    p.transfer()
+    assert not any(isinstance(e, IkeSaUp) for e in p.events_a + p.events_b)
+    assert "no wall clock" in [e.reason for e in p.events_b if isinstance(e, AuthFailed)][0]

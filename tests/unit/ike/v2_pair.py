@@ -6,9 +6,12 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from labctl.gateway.ike.certs import WallClock
 from labctl.gateway.ike.v2.config import ChildConfig, ConnectionConfig
 from labctl.gateway.ike.v2.engine import Ikev2Engine
 from labctl.gateway.ike.v2.events import Event
+
+from .x509_factory import AT_NOW
 
 A_ADDR = "192.0.2.1"
 B_ADDR = "192.0.2.2"
@@ -103,6 +106,8 @@ class Pair:
         raise AssertionError("timers do not make progress")
 
 
-def make_pair(seed: int = 1, **kw: object) -> Pair:
+def make_pair(seed: int = 1, wall_clock: WallClock | None = AT_NOW, **kw: object) -> Pair:
+    """``wall_clock``: both engines' calendar time for certificate validity (default x509_factory.NOW)."""
     ca, cb = conn_pair(**kw)
-    return Pair(Ikev2Engine([ca], rng=seeded_rng(seed)), Ikev2Engine([cb], rng=seeded_rng(seed + 1000)))
+    return Pair(Ikev2Engine([ca], rng=seeded_rng(seed), wall_clock=wall_clock),
+                Ikev2Engine([cb], rng=seeded_rng(seed + 1000), wall_clock=wall_clock))

@@ -25,6 +25,9 @@ def clock(when: dt.datetime = NOW) -> Callable[[], dt.datetime]:
     return lambda: when
 
 
+AT_NOW = clock()  # the default wall clock of the engine pairs in these tests
+
+
 def new_key(key_type: KeyType = "ecdsa") -> PrivateKey:
     if key_type == "rsa":
         return rsa.generate_private_key(public_exponent=65537, key_size=2048)

@@ -2,7 +2,7 @@
 
 The daemon drives it exactly like the IKEv2 engine::
 
-    engine = Ikev1Engine(connections: list[Ikev1ConnectionConfig], rng=os.urandom)
+    engine = Ikev1Engine(connections: list[Ikev1ConnectionConfig], rng=os.urandom, wall_clock=utc_now)
     engine.receive_datagram(data, src=(addr, port), dst=(addr, port), now)
     engine.start(now)                     # initiate connections with a child whose start_action is start
     engine.initiate(name, now, child=None) # phase 1, then Quick Mode for the child(ren) not yet up
@@ -15,6 +15,9 @@ The daemon drives it exactly like the IKEv2 engine::
     engine.next_event() -> Event | None   # see events.py
     engine.status() -> {"isakmp_sas": [...], "ipsec_sas": [...], "counters": {...}}
     engine.ikev1_decryption_table_lines() -> ["<icookie hex>,<encryption key hex>", ...]
+
+``wall_clock`` returns the timezone-aware UTC time certificate validity is checked at (RFC 5280 §4.1.2.5);
+without it certificate authentication fails. Chains are validated by `labctl.gateway.ike.certs`.
 
 Port 4500, as for IKEv2: the daemon strips the 4-byte non-ESP marker (RFC 3948 §2.2) before
 `receive_datagram` and prepends it to every datagram whose source port is 4500.

@@ -15,8 +15,9 @@ import ipaddress
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from cryptography.hazmat.primitives.serialization import Encoding, load_pem_private_key
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
+from labctl.gateway.ike import certs
 from labctl.gateway.ike.v1.codec import IdPayload
 from labctl.gateway.ike.v1.constants import IdType
 from labctl.gateway.ike.v1.identity import dn_attributes
@@ -41,10 +42,6 @@ def load_cert(data: bytes) -> x509.Certificate:
         return x509.load_der_x509_certificate(data)
     except ValueError as exc:
         raise AuthError(f"not an X.509 certificate: {exc}") from exc
-
-
-def cert_der(cert: x509.Certificate) -> bytes:
-    return cert.public_bytes(Encoding.DER)
 
 
 def rsa_sign_raw(key: rsa.RSAPrivateKey, data: bytes) -> bytes:
@@ -74,17 +71,13 @@ def rsa_verify_raw(public_key: rsa.RSAPublicKey, data: bytes, signature: bytes) 
     return hmac.compare_digest(recovered, data)
 
 
-def verify_cert(cert: x509.Certificate, cas: list[x509.Certificate]) -> bool:
-    """Directly issued by one of the trusted CAs (the lab's CA signs the gateways' certificates)."""
-    for ca in cas:
-        if cert.issuer != ca.subject:
-            continue
-        try:
-            cert.verify_directly_issued_by(ca)
-        except (ValueError, TypeError, InvalidSignature):
-            continue
-        return True
-    return False
+def own_chain(cert_pem: bytes, key: rsa.RSAPrivateKey | None = None) -> certs.LocalChain:
+    """Our certificate file: our certificate first (checked against ``key`` when given), then intermediates.
+    The peer's chain is checked by `labctl.gateway.ike.certs.verify_chain`."""
+    try:
+        return certs.local_chain(cert_pem, key)
+    except certs.CertError as exc:
+        raise AuthError(str(exc)) from None
 
 
 def id_matches_cert(id_payload: IdPayload, cert: x509.Certificate) -> bool:

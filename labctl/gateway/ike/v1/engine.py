@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from labctl.gateway.ike.certs import WallClock
 from labctl.gateway.ike.v1.codec import (
     DecodeError,
     DeletePayload,
@@ -89,9 +90,13 @@ class _SaSlot:
 
 
 class Ikev1Engine:
-    def __init__(self, connections: list[Ikev1ConnectionConfig], rng: Rng = os.urandom) -> None:
+    def __init__(self, connections: list[Ikev1ConnectionConfig], rng: Rng = os.urandom,
+                 wall_clock: WallClock | None = None) -> None:
         self._conns = {c.name: c for c in connections}
         self._rng = rng
+        # Calendar time (timezone-aware UTC) for certificate validity (RFC 5280 §4.1.2.5); the monotonic `now`
+        # cannot tell dates. Without it certificate authentication fails closed.
+        self._wall_clock = wall_clock
         self._slots: dict[tuple[bytes, str], _SaSlot] = {}
         self._quick: dict[tuple[bytes, str, int], QuickMode] = {}
         self._children: list[ChildSa] = []
@@ -314,7 +319,7 @@ class Ikev1Engine:
         if conn is None:
             self.counters["dropped"] += 1
             return
-        sa = IsakmpSa(conn, False, header.icookie, dst, src, now, self._rng)
+        sa = IsakmpSa(conn, False, header.icookie, dst, src, now, self._rng, wall_clock=self._wall_clock)
         sa.rcookie = self._rng(8)
         slot = _SaSlot(sa)
         for reply in sa.respond_first(data, now):
@@ -332,7 +337,7 @@ class Ikev1Engine:
     def _start_phase1(self, conn: Ikev1ConnectionConfig, now: float, rekey: bool = False) -> _SaSlot:
         local = (conn.local_addr, conn.local_port)
         remote = (conn.remote_addr, conn.remote_port)
-        sa = IsakmpSa(conn, True, self._rng(8), local, remote, now, self._rng)
+        sa = IsakmpSa(conn, True, self._rng(8), local, remote, now, self._rng, wall_clock=self._wall_clock)
         sa.send_initial_contact = not any(s.sa.conn.name == conn.name and s.sa.established
                                           for s in self._slots.values())
         slot = _SaSlot(sa)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from cryptography import x509
 
-from labctl.gateway.ike import dh
+from labctl.gateway.ike import certs, dh
 from labctl.gateway.ike import prf as ike_prf
 from labctl.gateway.ike.v1 import auth as v1auth
 from labctl.gateway.ike.v1.codec import (
@@ -121,6 +121,9 @@ class IsakmpSa:
     remote: Endpoint
     created: float
     rng: Rng = os.urandom
+    # Calendar time (timezone-aware UTC) for certificate validity (RFC 5280 §4.1.2.5); None: certificate
+    # authentication fails closed.
+    wall_clock: certs.WallClock | None = None
     rcookie: bytes = bytes(8)
     aggressive: bool = False
     state: str = ""
@@ -171,7 +174,7 @@ class IsakmpSa:
         return out
 
     def _own_cert(self) -> x509.Certificate | None:
-        return v1auth.load_cert(self.conn.cert_pem) if self.conn.cert_pem else None
+        return v1auth.own_chain(self.conn.cert_pem).leaf if self.conn.cert_pem else None
 
     def _local_id(self) -> IdPayload:
         cert = self._own_cert()
@@ -279,9 +282,10 @@ class IsakmpSa:
             return [HashPayload(data=h)]
         key = v1auth.load_rsa_key(self.conn.private_key_pem)
         out: list[Payload] = []
-        cert = self._own_cert()
-        if cert is not None:
-            out.append(CertPayload(encoding=CertEncoding.X509_SIGNATURE, data=v1auth.cert_der(cert)))
+        if self.conn.cert_pem:
+            # Our certificate first (it verifies SIG), then the intermediate CAs of our file (RFC 2408 §3.9).
+            out += [CertPayload(encoding=CertEncoding.X509_SIGNATURE, data=der)
+                    for der in v1auth.own_chain(self.conn.cert_pem, key).ders()]
         out.append(SigPayload(data=v1auth.rsa_sign_raw(key, h)))
         return out
 
@@ -307,18 +311,20 @@ class IsakmpSa:
                 raise Phase1Error(NotifyType.AUTHENTICATION_FAILED,
                                   "authentication failed: the peer's HASH does not verify — check the pre-shared key")
             return
-        cert_p = msg.get(CertPayload)
+        # The first X.509 certificate is the peer's own (it verifies SIG; strongSwan and we send it first, as
+        # RFC 7296 §3.6 requires for IKEv2); any others are intermediate CAs towards our trust anchors.
+        ders = [p.data for p in msg.all(CertPayload) if p.encoding == CertEncoding.X509_SIGNATURE]
         sig = msg.get(SigPayload)
-        if cert_p is None or sig is None:
+        if not ders or sig is None:
             raise Phase1Error(NotifyType.AUTHENTICATION_FAILED, "the peer sent no certificate or signature")
+        if self.wall_clock is None:
+            raise Phase1Error(NotifyType.INVALID_CERTIFICATE, "cannot check the peer's certificate: the IKE "
+                                                              "engine was given no wall clock for validity dates")
         try:
-            cert = v1auth.load_cert(cert_p.data)
-            cas = [v1auth.load_cert(c) for c in self.conn.ca_pems]
-        except v1auth.AuthError as exc:
-            raise Phase1Error(NotifyType.INVALID_CERTIFICATE, str(exc)) from exc
-        if not v1auth.verify_cert(cert, cas):
-            raise Phase1Error(NotifyType.INVALID_CERTIFICATE,
-                              "the peer's certificate is not issued by a trusted CA")
+            cas = certs.load_anchors(self.conn.ca_pems)
+            cert = certs.verify_chain(ders[0], ders[1:], cas, self.wall_clock())[0]
+        except certs.CertError as exc:
+            raise Phase1Error(NotifyType.INVALID_CERTIFICATE, f"the peer's certificate is refused: {exc}") from exc
         if not v1auth.id_matches_cert(peer_id, cert):
             raise Phase1Error(NotifyType.INVALID_ID_INFORMATION, "the peer's identity is not in its certificate")
         pub = cert.public_key()

@@ -2,7 +2,7 @@
 
 Driving it (the daemon is the only place with sockets and clocks)::
 
-    engine = Ikev2Engine([ConnectionConfig(...)], rng=os.urandom)
+    engine = Ikev2Engine([ConnectionConfig(...)], rng=os.urandom, wall_clock=utc_now)
     engine.start(now)                                   # connections / children with start_action "start"
     engine.receive_datagram(data, src, dst, now)        # src/dst = (ip, port); data WITHOUT the non-ESP marker
     engine.initiate(name, now[, child]) / acquire(name, child, now) / terminate(name, now)
@@ -13,6 +13,9 @@ Driving it (the daemon is the only place with sockets and clocks)::
     while (ev := engine.next_event()) is not None: ...         # see events.py
     engine.status()                                     # JSON-ready; engine.last_error per connection
     engine.ikev2_decryption_table_lines()               # Wireshark ikev2_decryption_table rows
+
+``wall_clock`` returns the timezone-aware UTC time certificate validity is checked at (RFC 5280 §4.1.2.5);
+without it certificate authentication fails. Chains are validated by `labctl.gateway.ike.certs`.
 
 After NAT detection (or with ``encap=True``, which fakes our NAT_DETECTION_SOURCE_IP like strongSwan's
 ``encap=yes``) the initiator moves IKE to port 4500 and ``ChildSaUp`` carries ``encap=(sport, dport)``.

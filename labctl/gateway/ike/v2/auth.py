@@ -3,6 +3,7 @@ digital signatures (RFC 7427, method 14; RSA method 1 on receive), CERT/CERTREQ 
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import hmac
 import ipaddress
@@ -14,6 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
 
+from labctl.gateway.ike import certs
 from labctl.gateway.ike.prf import Prf
 from labctl.gateway.ike.v2.codec import AuthPayload, IdPayload
 from labctl.gateway.ike.v2.constants import AuthMethod, HashAlgorithm, IdType
@@ -253,23 +255,31 @@ def verify(key: PublicKey, auth: AuthPayload, octets: bytes) -> bool:
 
 @dataclass
 class Credentials:
-    """Our key and certificate plus trusted CAs, loaded once from PEM text (no file I/O here)."""
+    """Our key and certificate chain plus trusted CAs, loaded once from PEM text (no file I/O here)."""
 
     key: PrivateKey | None
     cert: x509.Certificate | None
     cas: list[x509.Certificate]
+    intermediates: tuple[x509.Certificate, ...] = ()  # sent after our certificate (RFC 7296 §3.6)
 
     @classmethod
     def from_pem(cls, key_pem: str = "", cert_pem: str = "", ca_pems: tuple[str, ...] = ()) -> Credentials:
-        key = None
-        if key_pem:
-            loaded = serialization.load_pem_private_key(key_pem.encode(), password=None)
-            if not isinstance(loaded, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+        """``cert_pem`` holds our certificate first, then any intermediate CA certificates."""
+        try:
+            loaded = certs.load_private_key(key_pem) if key_pem else None
+            if loaded is not None and not isinstance(loaded, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
                 raise AuthError("private key must be RSA or ECDSA")
-            key = loaded
-        cert = x509.load_pem_x509_certificate(cert_pem.encode()) if cert_pem else None
-        cas = [x509.load_pem_x509_certificate(p.encode()) for p in ca_pems]
-        return cls(key, cert, cas)
+            chain = certs.local_chain(cert_pem, loaded) if cert_pem else None
+            cas = certs.load_anchors(ca_pems)
+        except certs.CertError as exc:
+            raise AuthError(str(exc)) from None
+        return cls(loaded, chain.leaf if chain else None, cas, chain.intermediates if chain else ())
+
+    def cert_ders(self) -> list[bytes]:
+        """The CERT payloads we send: our certificate first, then the intermediates (RFC 7296 §3.6)."""
+        if self.cert is None:
+            return []
+        return certs.LocalChain(self.cert, self.intermediates).ders()
 
     def certreq_data(self) -> bytes:
         """RFC 7296 §3.7: concatenated SHA-1 hashes of each trusted CA's SubjectPublicKeyInfo."""
@@ -278,20 +288,15 @@ class Credentials:
                                          serialization.PublicFormat.SubjectPublicKeyInfo)).digest()
             for ca in self.cas)
 
-    def verify_peer(self, der: bytes, ident: IdPayload) -> PublicKey:
-        """Chain the peer's end-entity certificate to one of our CAs and bind it to its ID."""
+    def verify_peer(self, ders: list[bytes], ident: IdPayload, now: datetime.datetime) -> PublicKey:
+        """Validate the peer's end-entity certificate (``ders[0]``, RFC 7296 §3.6) up to one of our CAs through
+        the intermediates it sent (``ders[1:]``) at wall-clock time ``now``, and bind it to its ID."""
+        if not ders:
+            raise AuthError("peer sent no X.509 certificate")
         try:
-            cert = x509.load_der_x509_certificate(der)
-        except ValueError as exc:
-            raise AuthError("peer certificate cannot be parsed") from exc
-        for ca in self.cas:
-            try:
-                cert.verify_directly_issued_by(ca)
-                break
-            except (ValueError, TypeError, InvalidSignature):
-                continue
-        else:
-            raise AuthError(f"peer certificate '{cert.subject.rfc4514_string()}' is not issued by a trusted CA")
+            cert = certs.verify_chain(ders[0], ders[1:], self.cas, now)[0]
+        except certs.CertError as exc:
+            raise AuthError(str(exc)) from None
         if not cert_matches_id(cert, ident):
             raise AuthError(f"peer ID '{id_text(ident)}' is not in its certificate "
                             f"'{cert.subject.rfc4514_string()}'")

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from labctl.gateway.ike import dh as dhmod
+from labctl.gateway.ike.certs import WallClock
 from labctl.gateway.ike.v2 import auth as authmod
 from labctl.gateway.ike.v2 import proposals as props
 from labctl.gateway.ike.v2 import ts as tsmod
@@ -83,9 +84,12 @@ _PROTO_NAME: dict[int, str] = {ProtocolId.ESP: "esp", ProtocolId.AH: "ah"}
 
 class Ikev2Engine:
     def __init__(self, connections: list[ConnectionConfig], rng: Rng = os.urandom,
-                 cookie_threshold: int | None = 30) -> None:
+                 cookie_threshold: int | None = 30, wall_clock: WallClock | None = None) -> None:
         self.connections = {c.name: c for c in connections}
         self.rng = rng
+        # Calendar time (timezone-aware UTC) for certificate validity (RFC 5280 §4.1.2.5); the monotonic `now`
+        # cannot tell dates. Without it certificate authentication fails closed.
+        self.wall_clock = wall_clock
         self.cookie_threshold = cookie_threshold  # half-open SAs before cookies are demanded (§2.6)
         self.force_cookies = False
         self._cookie_secret = rng(32)
@@ -608,8 +612,9 @@ class Ikev2Engine:
         creds = self._credentials(conn)
         if creds.key is None or creds.cert is None:
             raise authmod.AuthError("pubkey authentication needs a private key and a certificate")
-        cert = creds.cert.public_bytes(authmod.serialization.Encoding.DER)
-        return [Payload(PayloadType.CERT, CertPayload(CertEncoding.X509_SIGNATURE, cert)),
+        # §3.6: the first CERT payload holds the key that verifies AUTH; intermediate CAs follow it.
+        return [*(Payload(PayloadType.CERT, CertPayload(CertEncoding.X509_SIGNATURE, der))
+                  for der in creds.cert_ders()),
                 Payload(PayloadType.AUTH, authmod.sign(creds.key, octets, sa.peer_hashes))]
 
     def _verify_auth(self, sa: IkeSa, msg: Message, id_p: Payload, peer_is_initiator: bool) -> str | None:
@@ -630,11 +635,15 @@ class Ikev2Engine:
             if not authmod.check_psk(sa.algs.prf, conn.psk, octets, a.data):
                 return "the peer's AUTH does not match our pre-shared key — check the pre-shared key on both sides"
             return None
-        cert_p = msg.find(PayloadType.CERT)
-        if cert_p is None or not isinstance(cert_p.body, CertPayload):
-            return "peer sent no certificate"
+        # §3.6: the first certificate carries the key for AUTH; the others may help build the chain.
+        ders = [p.body.data for p in msg.find_all(PayloadType.CERT)
+                if isinstance(p.body, CertPayload) and p.body.encoding == CertEncoding.X509_SIGNATURE]
+        if not ders:
+            return "peer sent no X.509 certificate"
+        if self.wall_clock is None:
+            return "cannot check the peer's certificate: the IKE engine was given no wall clock for validity dates"
         try:
-            key = self._credentials(conn).verify_peer(cert_p.body.data, id_p.body)
+            key = self._credentials(conn).verify_peer(ders, id_p.body, self.wall_clock())
         except authmod.AuthError as exc:
             return str(exc)
         if not authmod.verify(key, a, octets):
@@ -643,13 +652,13 @@ class Ikev2Engine:
 
     def _send_auth(self, sa: IkeSa, now: float) -> None:
         conn = sa.conn
-        idi = self._own_id(sa)
-        payloads = [Payload(PayloadType.IDi, idi)]
         try:
+            idi = self._own_id(sa)
             auth_payloads = self._auth_payloads(sa, encode_body(idi), True)
         except authmod.AuthError as exc:
             self._fail(sa, AuthFailed(conn.name, str(exc)))
             return
+        payloads = [Payload(PayloadType.IDi, idi)]
         payloads += [p for p in auth_payloads if p.type == PayloadType.CERT]
         if conn.auth == "pubkey" and conn.send_certreq and conn.ca_pems:
             payloads.append(Payload(PayloadType.CERTREQ, CertReqPayload(CertEncoding.X509_SIGNATURE,
@@ -695,15 +704,15 @@ class Ikev2Engine:
             for other in [s for s in self._sas.values() if s is not sa and s.conn.name == sa.conn.name
                           and s.remote_id == peer_id and s.state == IkeState.ESTABLISHED]:
                 self._remove_sa(other, "peer sent INITIAL_CONTACT: it restarted")
-        idr = self._own_id(sa)
-        sa.local_id = authmod.id_text(idr)
-        out = [Payload(PayloadType.IDr, idr)]
         try:
+            idr = self._own_id(sa)
             auth_payloads = self._auth_payloads(sa, encode_body(idr), False)
         except authmod.AuthError as exc:
             self._emit(AuthFailed(sa.conn.name, str(exc)))
             self._remove_sa(sa, str(exc), quiet=True)
             return [_notify(Notify.AUTHENTICATION_FAILED)]
+        sa.local_id = authmod.id_text(idr)
+        out = [Payload(PayloadType.IDr, idr)]
         out += [p for p in auth_payloads if p.type == PayloadType.CERT]
         out += [p for p in auth_payloads if p.type == PayloadType.AUTH]
         self._established(sa, now)
