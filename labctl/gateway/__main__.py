@@ -89,7 +89,7 @@ def _ctl(ns: argparse.Namespace) -> int:
         path = ns.socket
     elif ns.config:
         try:
-            path = str(load_config(ns.config).control_socket)
+            path = str(load_config(ns.config, check_files=False).control_socket)
         except ConfigError as exc:
             print(f"labctl-gateway: configuration error: {exc}", file=sys.stderr)
             return 2

@@ -398,7 +398,44 @@ def _resolved(cfg: GatewayConfig, base: Path) -> GatewayConfig:
     return replace(cfg, state_dir=state_dir.resolve(), connections=conns)
 
 
-def load_config(path: str | Path) -> GatewayConfig:
+def _read_pem(path: str, field_path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{field_path}: cannot read {path}: {exc.strerror}") from None
+
+
+def check_credentials(cfg: GatewayConfig) -> None:
+    """The PEM files of certificate-authenticated connections: the key can be read, the certificate file starts
+    with the certificate of that key (intermediate CA certificates may follow, RFC 7296 §3.6), and every CA
+    file holds at least one certificate. The same checks the IKE engines make, made before the gateway starts."""
+    if not any(c.auth.method == "pubkey" for c in cfg.connections):
+        return
+    from labctl.gateway.ike import certs  # needs `cryptography`, which PSK-only configurations do not
+
+    for i, c in enumerate(cfg.connections):
+        if c.auth.method != "pubkey":
+            continue
+        where = f"connections[{i}].auth"
+        key_pem = _read_pem(c.auth.key, f"{where}.key")
+        cert_pem = _read_pem(c.auth.cert, f"{where}.cert")
+        try:
+            key = certs.load_private_key(key_pem, c.auth.key)
+        except certs.CertError as exc:
+            raise ConfigError(f"{where}.key: {exc}") from None
+        try:
+            certs.local_chain(cert_pem, key, c.auth.cert)
+        except certs.CertError as exc:
+            raise ConfigError(f"{where}.cert: {exc}") from None
+        for j, ca in enumerate(c.auth.ca):
+            try:
+                certs.load_pem_certificates(_read_pem(ca, f"{where}.ca[{j}]"), ca)
+            except certs.CertError as exc:
+                raise ConfigError(f"{where}.ca[{j}]: {exc}") from None
+
+
+def load_config(path: str | Path, check_files: bool = True) -> GatewayConfig:
+    """``check_files``: also read the certificate and key files (`check_credentials`)."""
     p = Path(path)
     try:
         text = p.read_text()
@@ -409,6 +446,9 @@ def load_config(path: str | Path) -> GatewayConfig:
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{p}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}") from None
     try:
-        return _resolved(parse_config(data), p.resolve().parent)
+        cfg = _resolved(parse_config(data), p.resolve().parent)
+        if check_files:
+            check_credentials(cfg)
+        return cfg
     except ConfigError as exc:
         raise ConfigError(f"{p}: {exc}") from None

@@ -10,6 +10,7 @@ import pytest
 
 from labctl.gateway.__main__ import main
 from labctl.gateway.config import ConfigError, load_config, parse_config
+from labctl.lab.pki import LabCa
 
 KEY20 = "00112233445566778899aabbccddeeff01020304"
 
@@ -101,3 +102,62 @@ def test_check_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     path.write_text(json.dumps(config(local="nope")))
     assert main(["check", "--config", str(path)]) == 2
     assert "local: expected an IPv4 address" in capsys.readouterr().err
+
+
+# --- certificate files of pubkey connections (read by load_config, not by parse_config) -----------------------
+
+
+@pytest.fixture(scope="module")
+def lab_ca() -> LabCa:
+    return LabCa("cfgtest")
+
+
+def _pubkey_config(tmp_path: Path, lab_ca: LabCa, files: dict[str, tuple[str, ...]]) -> Path:
+    """A config whose key.pem, cert.pem and ca.pem hold the named parts ("key", "cert", "ca" or literal text);
+    an empty tuple leaves the file out."""
+    issued = lab_ca.issue("gw-a", "198.51.100.10")
+    parts = {"key": issued.key_pem, "cert": issued.cert_pem, "ca": lab_ca.cert_pem}
+    layout = {"key.pem": ("key",), "cert.pem": ("cert",), "ca.pem": ("ca",), **files}
+    for name, names in layout.items():
+        if names:
+            (tmp_path / name).write_text("".join(parts.get(n, n) for n in names))
+    conn = {"name": "c", "version": 2, "local": "198.51.100.10", "remote": "198.51.100.20",
+            "auth": {"method": "pubkey", "key": "key.pem", "cert": "cert.pem", "ca": ["ca.pem"]},
+            "children": [{"name": "c", "local_ts": ["10.1.0.0/24"], "remote_ts": ["10.2.0.0/24"]}]}
+    path = tmp_path / "gateway.json"
+    path.write_text(json.dumps(config(manual=[], connections=[conn])))
+    return path
+
+
+def test_certificate_files_are_checked(tmp_path: Path, lab_ca: LabCa) -> None:
+    cfg = load_config(_pubkey_config(tmp_path, lab_ca, {}))
+    assert cfg.connections[0].auth.cert == str(tmp_path / "cert.pem")
+    # Our certificate followed by intermediate CA certificates is fine (the engines send them all).
+    assert load_config(_pubkey_config(tmp_path, lab_ca, {"cert.pem": ("cert", "ca")})).connections
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        ({"cert.pem": ("key",)}, r"connections\[0\].auth.cert: \S+/cert.pem holds no PEM certificate"),
+        ({"cert.pem": ("ca", "cert")}, r"connections\[0\].auth.cert: the first certificate in \S+/cert.pem "
+                                   r"\(CN=labctl cfgtest CA \(lab only\),O=labctl lab cfgtest\) does not belong to the "
+                                   r"private key: put the gateway's own certificate first"),
+        ({"key.pem": ("cert",)}, r"connections\[0\].auth.key: \S+/key.pem holds no usable unencrypted PEM private key"),
+        ({"ca.pem": ("no certificate here",)}, r"connections\[0\].auth.ca\[0\]: \S+/ca.pem holds no PEM certificate"),
+        ({"cert.pem": ()}, r"connections\[0\].auth.cert: cannot read \S+/cert.pem: No such file or directory"),
+    ],
+)
+def test_certificate_file_errors(tmp_path: Path, lab_ca: LabCa, files: dict[str, tuple[str, ...]],
+                                 message: str) -> None:
+    path = _pubkey_config(tmp_path, lab_ca, files)
+    with pytest.raises(ConfigError, match=rf"^{path}: {message}"):
+        load_config(path)
+    load_config(path, check_files=False)  # `ctl` only needs the control socket
+
+
+def test_check_command_reports_a_certificate_file_error(tmp_path: Path, lab_ca: LabCa,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    path = _pubkey_config(tmp_path, lab_ca, {"cert.pem": ("ca", "cert")})
+    assert main(["check", "--config", str(path)]) == 2
+    assert "does not belong to the private key" in capsys.readouterr().err
