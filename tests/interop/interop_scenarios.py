@@ -23,16 +23,20 @@ PSK = "interop-lab-secret-0123456789"
 
 @dataclass
 class Certs:
-    """A lab CA and one RSA certificate per gateway (IKEv1 signs with RSA; the subject carries the IP as SAN)."""
+    """A lab CA and one RSA certificate per gateway (IKEv1 signs with RSA; the subject carries the IP as SAN).
+    With ``intermediates`` each gateway's certificate comes from its own intermediate CA under the root, and only
+    the root is configured as trusted: each side must send its intermediate for the other to build the chain."""
 
     ca: LabCa
     a: Issued
     b: Issued
 
     @classmethod
-    def make(cls, addr: Addresses, key_type: Literal["rsa", "ecdsa"] = "rsa") -> Certs:
-        ca = LabCa("interop", key_type="rsa")
-        return cls(ca, ca.issue("gw-a", addr.gw_a, key_type), ca.issue("gw-b", addr.gw_b, key_type))
+    def make(cls, addr: Addresses, key_type: Literal["rsa", "ecdsa"] = "rsa", intermediates: bool = False) -> Certs:
+        ca = LabCa("interop", key_type="rsa", path_length=1 if intermediates else 0)
+        issuer_a = ca.sub_ca("interop int-a") if intermediates else ca
+        issuer_b = ca.sub_ca("interop int-b") if intermediates else ca
+        return cls(ca, issuer_a.issue("gw-a", addr.gw_a, key_type), issuer_b.issue("gw-b", addr.gw_b, key_type))
 
     def of(self, side: Side) -> Issued:
         return self.a if side == "a" else self.b
@@ -110,7 +114,7 @@ def our_config(s: Scenario, side: Side, workdir: Path) -> dict[str, Any]:
         mine = s.certs.of(side)
         (certdir / "key.pem").write_text(mine.key_pem)
         (certdir / "key.pem").chmod(0o600)
-        (certdir / "cert.pem").write_text(mine.cert_pem)
+        (certdir / "cert.pem").write_text(mine.cert_pem + mine.chain_pem)  # ours first, then intermediates
         (certdir / "ca.pem").write_text(s.certs.ca.cert_pem)
         auth = {"method": "pubkey", "key": str(certdir / "key.pem"), "cert": str(certdir / "cert.pem"),
                 "ca": [str(certdir / "ca.pem")]}
@@ -155,6 +159,10 @@ def swanctl_conf(s: Scenario, side: Side) -> tuple[str, dict[str, str]]:
         assert s.certs is not None
         files = {"x509/gw.pem": s.certs.of(side).cert_pem, "private/gw.pem": s.certs.of(side).key_pem,
                  "x509ca/ca.pem": s.certs.ca.cert_pem}
+        if s.certs.of(side).chain_pem:
+            # charon finds its own intermediate here and sends it after its certificate; trust stays with the
+            # root (remote cacerts), so the peer's intermediate must come from the peer.
+            files["x509ca/int.pem"] = s.certs.of(side).chain_pem
         local_auth = "auth = pubkey\n            certs = gw.pem"
         remote_auth = "auth = pubkey\n            cacerts = ca.pem"
         secrets = ""

@@ -47,6 +47,20 @@ def test_main_mode_with_certificates(lab: Lab, initiator: str) -> None:
     assert pair.ours.status()["ike"]["v1"]["isakmp_sas"][0]["auth"] != "psk"
 
 
+@pytest.mark.parametrize("initiator", ["a", "b"], ids=["ours-initiates", "strongswan-initiates"])
+def test_main_mode_certificates_through_intermediate_cas(lab: Lab, initiator: str) -> None:
+    """Each gateway's certificate comes from its own intermediate CA; both trust only the root, so each must send
+    its intermediate as an extra CERT payload (RFC 2408 §3.9) for the other to build the chain."""
+    s = Scenario(version=1, auth="pubkey", certs=Certs.make(lab.topo.addr, intermediates=True), id_by_dn=True,
+                 initiator=initiator)  # type: ignore[arg-type]
+    pair = start_pair(lab, s)
+    pair.ping_both_ways()
+    sas = pair.charon.list_sas()
+    assert "CN=gw-a" in sas and "CN=gw-b" in sas, sas
+    log = pair.charon.log_text()
+    assert "sending issuer cert" in log and "interop int-b" in log, pair.charon.logs(80)
+
+
 @pytest.mark.parametrize("rekey_side", ["a", "b"], ids=["ours-rekeys", "strongswan-rekeys"])
 def test_quick_mode_rekey_while_pinging(lab: Lab, rekey_side: str) -> None:
     s = Scenario(version=1, esp_proposal=PFS, child_rekey=4, child_life=8,

@@ -69,6 +69,21 @@ def test_certificates(lab: Lab, key_type: str, initiator: str) -> None:
     assert "CN=gw-a" in sas and "CN=gw-b" in sas, sas
 
 
+@pytest.mark.parametrize("initiator", ["a", "b"], ids=["ours-initiates", "strongswan-initiates"])
+def test_certificates_through_intermediate_cas(lab: Lab, initiator: str) -> None:
+    """Each gateway's certificate comes from its own intermediate CA; both trust only the root. Ours sends its
+    intermediate as a second CERT payload (RFC 7296 §3.6) and builds the chain from strongSwan's."""
+    s = Scenario(version=2, auth="pubkey", certs=Certs.make(lab.topo.addr, "ecdsa", intermediates=True),
+                 id_by_dn=True, initiator=initiator, ike_proposal="aes128gcm16-prfsha256-ecp256",  # type: ignore[arg-type]
+                 esp_proposal="aes128gcm16")
+    pair = start_pair(lab, s)
+    pair.ping_both_ways()
+    sas = pair.charon.list_sas()
+    assert "CN=gw-a" in sas and "CN=gw-b" in sas, sas
+    log = pair.charon.log_text()
+    assert "sending issuer cert" in log and "interop int-b" in log, pair.charon.logs(80)
+
+
 def _rekey_under_ping(lab: Lab, s: Scenario, seconds: float, what: str) -> tuple[int, list[int]]:
     pair = start_pair(lab, s)
     first_child = set(pair.charon.child_spis(CHILD))
