@@ -78,8 +78,8 @@ class AuthConfig:
     method: Literal["psk", "pubkey"]
     psk: bytes = b""
     key: str = ""  # PEM file path
-    cert: str = ""  # PEM file path
-    ca: tuple[str, ...] = ()
+    cert: str = ""  # PEM file path: our certificate first, then any intermediate CA certificates to send
+    ca: tuple[str, ...] = ()  # PEM files of the trusted (root) CAs
 
 
 @dataclass(frozen=True)
