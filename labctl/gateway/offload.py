@@ -21,6 +21,8 @@ everything else is written as it came, with an all-zero virtio header.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
+from itertools import accumulate
 
 from labctl.gateway.ipsec.ipv4 import internet_checksum
 
@@ -119,6 +121,39 @@ class TcpCoalescer:
             self.flush_pending()
         self._batches[key] = _Batch(pkt, hlen, seq)
 
+    def add_run(self, packets: list[bytes], lengths: list[int]) -> None:
+        """Packets decrypted from one receive batch, in order; ``packets[i][:lengths[i]]`` is the IPv4 packet (the
+        rest is the ESP trailer, never written).
+
+        The common case — one TCP flow, consecutive segments, headers equal where Linux GRO wants them equal —
+        becomes super-packets here with one C-level unpack per segment (:func:`_run_frames`). Anything else goes
+        through :meth:`add` packet by packet, with the same result as if the batch path did not exist."""
+        frames = _run_frames(packets, lengths) if len(packets) > 1 else None
+        if frames is None:
+            add = self.add
+            for pkt, n in zip(packets, lengths, strict=True):
+                add(pkt if len(pkt) == n else pkt[:n])
+            return
+        self._append_flow(packets[0][12:24], frames)
+
+    def add_uniform(self, plains: bytes, stride: int, count: int, length: int) -> None:
+        """``count`` packets of ``length`` bytes each, every ``stride`` bytes of ``plains`` (the rest of each stride is
+        its ESP trailer): the layout of one UDP GRO receive decrypted by the data plane's uniform path. As
+        :meth:`add_run`, without a Python step per packet when they are one TCP flow."""
+        frames = _uniform_frames(plains, stride, count, length) if count > 1 else None
+        if frames is None:
+            add = self.add
+            for start in range(0, stride * count, stride):
+                add(plains[start : start + length])
+            return
+        self._append_flow(plains[12:24], frames)
+
+    def _append_flow(self, key: bytes, frames: list[bytes]) -> None:
+        pending = self._batches.pop(key, None)
+        if pending is not None:
+            self._emit(pending)  # what came earlier in this flow leaves first
+        self._out.extend(frames)
+
     def flush_pending(self) -> None:
         for batch in self._batches.values():
             self._emit(batch)
@@ -135,22 +170,131 @@ class TcpCoalescer:
         if len(batch.payloads) == 1:
             self._out.append(PLAIN_VNET_HDR + first)
             return
-        hlen = batch.hlen
-        total = batch.size
-        ip = bytearray(first[:20])
-        ip[2:4] = total.to_bytes(2, "big")
-        ip[10] = ip[11] = 0
-        ip[10:12] = internet_checksum(ip).to_bytes(2, "big")  # the stack checks the super-packet's IP header
-        tcp = bytearray(first[20:hlen])
-        # NEEDS_CSUM contract (virtio 1.x §5.1.6.2): the checksum field holds the pseudo-header sum, uncomplemented;
-        # the kernel adds the segment bytes and complements (RFC 793 §3.1 / RFC 1071) for each segment it cuts.
-        pseudo = (first[12] << 8 | first[13]) + (first[14] << 8 | first[15]) + (first[16] << 8 | first[17])
-        pseudo += (first[18] << 8 | first[19]) + _TCP + (total - 20)
-        while pseudo > 0xFFFF:
-            pseudo = (pseudo & 0xFFFF) + (pseudo >> 16)
-        tcp[16:18] = pseudo.to_bytes(2, "big")
-        vnet = VNET_HDR.pack(VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, hlen, batch.mss, 20, 16)
-        self._out.append(b"".join((vnet, ip, tcp, *batch.payloads)))
+        self._out.append(_super_frame(first[: batch.hlen], batch.mss, batch.size, batch.payloads))
+
+
+def _segment_layout(hlen: int, payload: int = 0, trailer: int = 0) -> struct.Struct:
+    """The fields of an option-less IPv4 + TCP segment with ``hlen`` header bytes that coalescing compares, as one
+    C-level unpack: version/IHL + TOS; flags/fragment + TTL + protocol; addresses + ports; sequence number; ack
+    number + data offset; TCP flags; window; urgent pointer + options; then, when ``payload`` is given, the payload
+    (and ``trailer`` bytes skipped). Not unpacked: total length, IP ID and both checksums, which differ per segment."""
+    tail = f"{payload}s{trailer}x" if payload else ""
+    return struct.Struct(f"!2s4x4s2x12sI5sB2s2x{hlen - 38}s{tail}")
+
+
+def _run_frames(packets: list[bytes], lengths: list[int]) -> list[bytes] | None:
+    """TUN frames for a run of separate packets (``packets[i][:lengths[i]]``): see :func:`_coalesce`."""
+    first = packets[0]
+    if first[0] != 0x45 or first[9] != _TCP or first[6] & 0x3F or first[7]:
+        return None
+    hlen = 20 + (first[32] >> 4) * 4
+    if hlen < 40 or min(lengths) <= hlen:
+        return None
+    cols = list(zip(*map(_segment_layout(hlen).unpack_from, packets), strict=True))
+    payloads = [p[hlen:n] for p, n in zip(packets, lengths, strict=True)]
+    return _coalesce(cols, payloads, lambda i: packets[i][:hlen])
+
+
+_UNIFORM_LAYOUTS: dict[tuple[int, int, int], struct.Struct] = {}
+
+
+def _uniform_frames(plains: bytes, stride: int, count: int, length: int) -> list[bytes] | None:
+    """TUN frames for ``count`` packets of ``length`` bytes laid out every ``stride`` bytes: see :func:`_coalesce`."""
+    if plains[0] != 0x45 or plains[9] != _TCP or plains[6] & 0x3F or plains[7]:
+        return None
+    hlen = 20 + (plains[32] >> 4) * 4
+    if hlen < 40 or length <= hlen:
+        return None
+    shape = (hlen, length, stride)
+    layout = _UNIFORM_LAYOUTS.get(shape)
+    if layout is None:
+        if len(_UNIFORM_LAYOUTS) > 64:
+            _UNIFORM_LAYOUTS.clear()
+        layout = _UNIFORM_LAYOUTS[shape] = _segment_layout(hlen, length - hlen, stride - length)
+    cols = list(zip(*layout.iter_unpack(plains), strict=True))
+    return _coalesce(cols, list(cols.pop()), lambda i: plains[i * stride : i * stride + hlen])
+
+
+def _coalesce(
+    cols: list[tuple[object, ...]], payloads: list[bytes], head_of: Callable[[int], bytes]
+) -> list[bytes] | None:
+    """Super-packets (GSO_TCPV4) for consecutive segments of one TCP flow, or None when the run is anything else:
+    headers equal wherever :meth:`TcpCoalescer.add` (and Linux GRO) compares them, contiguous sequence numbers,
+    flags ACK or ACK+PSH. A segment with PSH or shorter than the first ends a super-packet (nothing may follow it
+    in one, as in :meth:`TcpCoalescer.add`); the next one starts another. ``cols`` are :func:`_segment_layout`'s
+    columns, ``head_of(i)`` the IPv4+TCP header of segment ``i``."""
+    count = len(payloads)
+    flags = cols[5]
+    if flags.count(_ACK) + flags.count(_ACK | _PSH) != count or any(
+        col.count(col[0]) != count for col in (cols[0], cols[1], cols[2], cols[4], cols[6], cols[7])
+    ):
+        return None
+    sizes = list(map(len, payloads))
+    seq = cols[3][0]
+    if not isinstance(seq, int) or seq + sum(sizes) > 0xFFFFFFFF:
+        return None  # a wrap inside the run: the contiguity compare below would not be exact
+    if list(cols[3]) != list(accumulate(sizes[:-1], initial=seq)):
+        return None
+    acks, full = flags.count(_ACK), sizes.count(sizes[0])
+    # The common case, one super-packet: all ACK and full-size but the last, which may carry PSH or be shorter.
+    simple = (acks == count or (acks == count - 1 and flags[-1] != _ACK)) and (
+        full == count or (full == count - 1 and sizes[-1] < sizes[0])
+    )
+    ends = [count - 1] if simple else _stretch_ends(flags, sizes)
+    frames = []
+    start = 0
+    for end in ends:
+        head = head_of(start)
+        if end == start:
+            frames.append(PLAIN_VNET_HDR + head + payloads[start])
+        else:
+            if flags[end] != _ACK:  # the PSH of the stretch's last segment goes on the super-packet
+                head = head[:33] + bytes((_ACK | _PSH,)) + head[34:]
+            total = len(head) + sum(sizes[start : end + 1])
+            if total > _MAX_SUPER:
+                return None
+            frames.append(_super_frame(head, sizes[start], total, payloads[start : end + 1]))
+        start = end + 1
+    return frames
+
+
+def _stretch_ends(flags: tuple[object, ...], sizes: list[int]) -> list[int]:
+    """Where super-packets end: after a PSH or a segment shorter than its stretch's first, and before a longer one
+    (a super-packet is cut at its first segment's size)."""
+    ends = []
+    mss = 0
+    for i, size in enumerate(sizes):
+        if mss and size > mss:
+            ends.append(i - 1)
+            mss = 0
+        if not mss:
+            mss = size
+        if flags[i] != _ACK or size < mss:
+            ends.append(i)
+            mss = 0
+    if mss:
+        ends.append(len(sizes) - 1)
+    return ends
+
+
+def _super_frame(head: bytes, mss: int, total: int, payloads: list[bytes]) -> bytes:
+    """A TUN frame: virtio header (GSO_TCPV4 at ``mss``, NEEDS_CSUM) + the IPv4/TCP headers ``head`` adjusted to
+    ``total`` bytes + the payloads."""
+    hlen = len(head)
+    ip = bytearray(head[:20])
+    ip[2:4] = total.to_bytes(2, "big")
+    ip[10] = ip[11] = 0
+    ip[10:12] = internet_checksum(ip).to_bytes(2, "big")  # the stack checks the super-packet's IP header
+    tcp = bytearray(head[20:hlen])
+    # NEEDS_CSUM contract (virtio 1.x §5.1.6.2): the checksum field holds the pseudo-header sum, uncomplemented;
+    # the kernel adds the segment bytes and complements (RFC 793 §3.1 / RFC 1071) for each segment it cuts.
+    pseudo = (head[12] << 8 | head[13]) + (head[14] << 8 | head[15]) + (head[16] << 8 | head[17])
+    pseudo += (head[18] << 8 | head[19]) + _TCP + (total - 20)
+    while pseudo > 0xFFFF:
+        pseudo = (pseudo & 0xFFFF) + (pseudo >> 16)
+    tcp[16:18] = pseudo.to_bytes(2, "big")
+    vnet = VNET_HDR.pack(VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, hlen, mss, 20, 16)
+    return b"".join((vnet, ip, tcp, *payloads))
 
 
 def split_gro(data: bytes, gso_size: int) -> list[bytes]:
@@ -197,6 +341,18 @@ class GsoRuns:
             self.size = len(payload)
         self.parts.append(payload)
         self.total += len(payload)
+
+    def load(self, payloads: list[bytes], dest: tuple[str, int]) -> bool:
+        """Make ``payloads`` the (empty) run at once when one sendmsg can carry them all — equal size, the last
+        possibly shorter, within the GSO limits; False (nothing changed) otherwise."""
+        sizes = list(map(len, payloads))
+        size, count, total = sizes[0], len(sizes), sum(sizes)
+        if self.parts or count > GSO_MAX_SEGMENTS or total > GSO_MAX_BYTES or sizes[-1] > size:
+            return False
+        if sizes.count(size) < count - 1:
+            return False
+        self.dest, self.size, self.parts, self.total = dest, size, payloads, total
+        return True
 
     def take(self) -> tuple[bytes, int, tuple[str, int]] | None:
         """(the joined datagrams, gso_size, destination) and an empty run; None when the run is empty."""

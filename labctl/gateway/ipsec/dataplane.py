@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import socket
+import struct
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,7 +20,18 @@ from .ah import open_ah, seal_ah
 from .errors import PacketDropped, SequenceExhausted
 from .esp import next_seq, open_esp, seal
 from .events import Acquire, Direction, Event, SeqExhausted
-from .fastpath import compile_opener, compile_sealer, flow_key, outer_header_builder
+from .fastpath import (
+    BatchOpener,
+    BatchSealer,
+    UniformOpener,
+    compile_batch_opener,
+    compile_batch_sealer,
+    compile_opener,
+    compile_sealer,
+    compile_uniform_opener,
+    flow_key,
+    outer_header_builder,
+)
 from .natt import classify_udp4500, fix_transport_checksum
 from .sad import Sad, SaParams, SecurityAssociation
 from .spd import Policy, Spd
@@ -66,6 +78,18 @@ _IPSEC = (ipv4.PROTO_ESP, ipv4.PROTO_AH)
 _FLOW_CACHE_MAX = 4096  # flows remembered per direction; the cache is simply emptied when it fills
 OutRoute = Callable[[bytes, float], OutboundResult | None]
 InRoute = Callable[[bytes, int, float], bytes | None]  # (buffer, offset of the ESP/IP header, now)
+# Inner packets of a batch, each still followed by its ESP trailer (``packet[:length]`` is the IPv4 packet), and
+# their IPv4 total lengths: slicing each one off would cost a copy per packet that the consumer does not need.
+InBatch = tuple[list[bytes], list[int]]
+InBatchRoute = Callable[[list[bytes], int, float], InBatch | None]
+# The uniform batch: (inner packets every ``stride`` bytes, stride, count, each one's IPv4 length); the rest of each
+# stride is its ESP trailer.
+InUniform = tuple[bytes, int, int, int]
+InUniformRoute = Callable[[bytes, int, int, int, float], InUniform | None]
+_PORT_PROTOCOLS = (ipv4.PROTO_TCP, ipv4.PROTO_UDP, 132)  # whose ports are selectors, as in fastpath.flow_key
+# ESP packets of a batch, in order: UDP payloads for (destination, port), or whole IPv4 packets when that is None.
+OutBatch = tuple[list[bytes], tuple[str, int] | None]
+OutBatchRoute = Callable[[list[bytes], float], OutBatch | None]
 
 
 class DataPlane:
@@ -94,12 +118,23 @@ class DataPlane:
         self._in_udp_routes: dict[bytes, InRoute] = {}
         self._in_ip_routes: dict[bytes, InRoute] = {}
         self._out_sealers: dict[int, Callable[[bytes, int], bytes]] = {}  # outbound SPI -> compiled sealer
+        self._out_batch_routes: dict[bytes, OutBatchRoute] = {}  # flow key -> its SA's batch route
+        self._out_batch_by_spi: dict[int, OutBatchRoute] = {}
+        self._in_batch_routes: dict[bytes, InBatchRoute] = {}  # b"u" + SPI, or b"i" + destination + SPI
+        self._in_uniform_routes: dict[bytes, InUniformRoute] = {}  # SPI
+        # Per inbound SA (by id, valid until the next change): inner flows found to match a policy this SA serves.
+        self._allowed_flows: dict[int, set[bytes]] = {}
 
     def _changed(self) -> None:
         self._out_routes.clear()
         self._out_sealers.clear()
         self._in_udp_routes.clear()
         self._in_ip_routes.clear()
+        self._in_batch_routes.clear()
+        self._in_uniform_routes.clear()
+        self._out_batch_routes.clear()
+        self._out_batch_by_spi.clear()
+        self._allowed_flows.clear()
 
     # ---- configuration -------------------------------------------------------------------------------------
 
@@ -183,7 +218,74 @@ class DataPlane:
             self._out_sealers[sa.spi] = sealer
         if len(self._out_routes) >= _FLOW_CACHE_MAX:
             self._out_routes.clear()
+            self._out_batch_routes.clear()
         self._out_routes[key] = self._out_route(sa, sealer)
+        batch_route = self._out_batch_by_spi.get(sa.spi)
+        if batch_route is None:
+            batch_sealer = compile_batch_sealer(sa)
+            if batch_sealer is None:
+                return
+            batch_route = self._out_batch_by_spi[sa.spi] = self._out_batch_route(sa, batch_sealer)
+        self._out_batch_routes[key] = batch_route
+
+    def outbound_batch(self, packets: list[bytes], now: float) -> OutBatch | None:
+        """Plain packets read from TUN in one drain, through the batch fast path (``fastpath.compile_batch_sealer``)
+        when every one belongs to a flow already cached for the same ESP SA: their ESP packets, in order. None when
+        any needs the per-packet path (a new flow, another SA, a limit due): nothing was changed or counted then,
+        so hand each packet to :meth:`outbound`."""
+        ports = _PORT_PROTOCOLS
+        # fastpath.flow_key's keys, for the port-carrying protocols only (anything else: None, the per-packet path).
+        keys = {
+            p[9:10] + p[12:24] if p[0] == 0x45 and p[9] in ports and not (p[6] & 0x3F or p[7]) else None
+            for p in packets
+        }
+        if None in keys:
+            return None
+        get = self._out_batch_routes.get
+        routes = {get(k) for k in keys if k is not None}
+        route = routes.pop() if len(routes) == 1 else None
+        if route is None:
+            return None
+        try:
+            return route(packets, now)
+        except Exception:  # a bug must not kill the daemon; the per-packet path then takes the packets
+            self._drops["internal_error"] += 1
+            return None
+
+    def _out_batch_route(self, sa: SecurityAssociation, seal_batch: BatchSealer) -> OutBatchRoute:
+        dest = (sa.dst, sa.encap[1]) if sa.encap is not None else None
+        header = outer_header_builder(sa.src_b, sa.dst_b)
+
+        def route(packets: list[bytes], now: float) -> OutBatch | None:
+            count = len(packets)
+            nbytes = sum(map(len, packets))
+            first = sa.seq + 1
+            if (
+                sa.seq + count > sa.seq_max
+                or sa.bytes + nbytes >= sa.limit_bytes
+                or sa.packets + count >= sa.limit_packets
+                or now >= sa.deadline
+                or sa.expired
+            ):
+                return None  # a limit is due: the per-packet path raises the events
+            esp = seal_batch(packets, first)
+            sa.seq += count
+            sa.packets += count
+            sa.bytes += nbytes
+            sa.last_used = now
+            self.out_packets += count
+            self.out_bytes += nbytes
+            if dest is not None:
+                return esp, dest
+            ident = self._ident
+            self._ident = (ident + count) & 0xFFFF
+            # Outer TOS and DF copied from each inner header, as the general path does (RFC 4301 §5.1.2.1).
+            return [
+                header(20 + len(e), (ident + i) & 0xFFFF, p[1], (p[6] & 0x40) << 8) + e
+                for i, (p, e) in enumerate(zip(packets, esp, strict=True), 1)
+            ], None
+
+        return route
 
     def _out_route(self, sa: SecurityAssociation, seal_esp: Callable[[bytes, int], bytes]) -> OutRoute:
         encap = sa.encap
@@ -399,7 +501,7 @@ class DataPlane:
         return route
 
     def _in_route(self, sa: SecurityAssociation, open_esp_fast: Callable[[bytes, int], tuple[bytes, int]]) -> InRoute:
-        allowed: set[bytes] = set()  # inner flows already found to match a policy served by this SA
+        allowed = self._allowed_flows.setdefault(id(sa), set())  # shared with the SA's batch route
 
         def route(data: bytes, start: int, now: float) -> bytes:
             inner, _seq = open_esp_fast(data, start)
@@ -423,6 +525,147 @@ class DataPlane:
             self.in_packets += 1
             self.in_bytes += n
             return inner
+
+        return route
+
+    def inbound_udp_batch(self, payloads: list[bytes], now: float) -> InBatch | None:
+        """The datagrams of one UDP 4500 receive (UDP GRO glues only one sender's) through the batch fast path
+        (``fastpath.compile_batch_opener``). None when the run needs the per-packet path — another SPI among them,
+        a replayed or forged one, a limit due, a flow not yet checked against the SPD: nothing was changed or
+        counted then, so hand every datagram to :meth:`inbound_udp`."""
+        spi = payloads[0][:4]
+        if [p[:4] for p in payloads].count(spi) != len(payloads):
+            return None
+        route = self._in_batch_routes.get(b"u" + spi)
+        if route is None:
+            if spi == b"\0\0\0\0":
+                return None  # the non-ESP marker: IKE (RFC 3948 §2.2)
+            route = self._learn_batch(self._sad.inbound_encap(int.from_bytes(spi, "big")), b"u" + spi)
+            if route is None:
+                return None
+        return self._run_batch(route, payloads, 0, now)
+
+    def inbound_udp_uniform(self, data: bytes, size: int, now: float) -> InUniform | None:
+        """One UDP GRO receive of equal-size datagrams (``data``, cut every ``size`` bytes) through the uniform fast
+        path (``fastpath.compile_uniform_opener``): no Python step per packet. None as for
+        :meth:`inbound_udp_batch` (try that next, then the per-packet path)."""
+        spi = data[:4]
+        route = self._in_uniform_routes.get(spi)
+        if route is None:
+            sa = self._sad.inbound_encap(int.from_bytes(spi, "big")) if spi != b"\0\0\0\0" else None
+            opener = compile_uniform_opener(sa) if sa is not None and not sa.expired else None
+            if sa is None or opener is None:
+                return None
+            route = self._in_uniform_routes[spi] = self._uniform_route(sa, opener)
+        try:
+            return route(data, size, len(data) // size, 0, now)
+        except Exception:  # a bug must not kill the daemon; the other paths then take the packets
+            self._drops["internal_error"] += 1
+            return None
+
+    def _uniform_route(self, sa: SecurityAssociation, open_uniform: UniformOpener) -> InUniformRoute:
+        allowed = self._allowed_flows.setdefault(id(sa), set())
+        update_run = sa.replay.update_run
+        ports = _PORT_PROTOCOLS
+        layouts: dict[int, struct.Struct] = {}
+
+        def route(data: bytes, stride: int, count: int, start: int, now: float) -> InUniform | None:
+            opened = open_uniform(data, stride, count, start)
+            if opened is None:
+                return None
+            plains, plain_size, length, first = opened
+            nbytes = length * count
+            if (
+                sa.bytes + nbytes >= sa.limit_bytes
+                or sa.packets + count >= sa.limit_packets
+                or now >= sa.deadline
+                or sa.expired
+            ):
+                return None  # a limit is due: the per-packet path raises the events
+            layout = layouts.get(plain_size)
+            if layout is None:
+                if len(layouts) > 16:
+                    layouts.clear()
+                layout = layouts[plain_size] = struct.Struct(f"!6xHxB2x12s{plain_size - 24}x")
+            # RFC 4301 §5.2, as in _batch_route: known flows only (fastpath.flow_key's keys), no fragments.
+            for frag, proto, addresses in set(layout.iter_unpack(plains)):
+                key = bytes((proto,)) + (addresses if proto in ports else addresses[:8])
+                if frag & 0x3FFF or key not in allowed:
+                    return None
+            update_run(first, count)  # every tag verified (§3.4.3)
+            sa.packets += count
+            sa.bytes += nbytes
+            sa.last_used = now
+            self.in_packets += count
+            self.in_bytes += nbytes
+            return plains, plain_size, count, length
+
+        return route
+
+    def inbound_ip_batch(self, packets: list[bytes], now: float) -> InBatch | None:
+        """Whole IPv4 packets drained from the raw ESP socket, the same way as :meth:`inbound_udp_batch`: None means
+        hand each to :meth:`inbound_ip`."""
+        key = packets[0][16:24]  # destination address and SPI: the SAD's inbound key for raw ESP
+        if min(map(len, packets)) < 28 or [p[16:24] for p in packets].count(key) != len(packets) or not all(
+            [p[0] == 0x45 and p[9] == ipv4.PROTO_ESP and not (p[6] & 0x3F or p[7]) and (p[2] << 8 | p[3]) == len(p)
+             for p in packets]
+        ):
+            return None
+        route = self._in_batch_routes.get(b"i" + key)
+        if route is None:
+            route = self._learn_batch(self._sad.inbound(int.from_bytes(key[4:], "big"), key[:4]), b"i" + key)
+            if route is None:
+                return None
+        return self._run_batch(route, packets, 20, now)
+
+    def _run_batch(self, route: InBatchRoute, packets: list[bytes], start: int, now: float) -> InBatch | None:
+        try:
+            return route(packets, start, now)
+        except Exception:  # a bug must not kill the daemon; the per-packet path then takes the packets
+            self._drops["internal_error"] += 1
+            return None
+
+    def _learn_batch(self, sa: SecurityAssociation | None, key: bytes) -> InBatchRoute | None:
+        if sa is None or sa.expired:
+            return None
+        opener = compile_batch_opener(sa)
+        if opener is None:
+            return None
+        route = self._batch_route(sa, opener)
+        self._in_batch_routes[key] = route
+        return route
+
+    def _batch_route(self, sa: SecurityAssociation, open_batch: BatchOpener) -> InBatchRoute:
+        allowed = self._allowed_flows.setdefault(id(sa), set())
+        update_run = sa.replay.update_run
+        ports = _PORT_PROTOCOLS
+
+        def route(packets: list[bytes], start: int, now: float) -> InBatch | None:
+            opened = open_batch(packets, start)
+            if opened is None:
+                return None
+            plains, lengths, first = opened
+            count = len(plains)
+            nbytes = sum(lengths)
+            if (
+                sa.bytes + nbytes >= sa.limit_bytes
+                or sa.packets + count >= sa.limit_packets
+                or now >= sa.deadline
+                or sa.expired
+            ):
+                return None  # a limit is due: the per-packet path raises the events
+            # RFC 4301 §5.2: every inner flow must be one the per-packet route already matched against a policy
+            # this SA serves (keys as fastpath.flow_key builds them); fragments and new flows go that way first.
+            flows = {p[9:10] + p[12:24] if p[9] in ports else p[9:10] + p[12:20] for p in plains}
+            if not flows <= allowed or any([p[6] & 0x3F or p[7] for p in plains]):
+                return None
+            update_run(first, count)  # every tag verified (§3.4.3)
+            sa.packets += count
+            sa.bytes += nbytes
+            sa.last_used = now
+            self.in_packets += count
+            self.in_bytes += nbytes
+            return plains, lengths
 
         return route
 

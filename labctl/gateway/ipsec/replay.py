@@ -64,3 +64,23 @@ class ReplayWindow:
             self.top = seq
         elif self.size:
             self.bitmap |= 1 << (self.top - seq)
+
+    def fresh_run(self, first_low: int, count: int) -> int | None:
+        """The full sequence number of the first of ``count`` packets carrying ``first_low``, ``first_low + 1``, ...
+        when every one of them is above the window (the in-order case, where :meth:`check` would pass each);
+        None when any needs the per-packet check, or the run crosses a 2^32 boundary (per-packet inference)."""
+        if count < 1 or first_low + count - 1 > 0xFFFFFFFF:
+            return None
+        first = self.infer(first_low)
+        if first is None or first <= self.top:
+            return None
+        return first
+
+    def update_run(self, first: int, count: int) -> None:
+        """Record ``count`` consecutive authenticated packets from ``first`` on, all above the window's top: the same
+        window as :meth:`update` called for each in order (§3.4.3), in one step."""
+        last = first + count - 1
+        shift = last - self.top
+        run = (1 << min(count, self.size)) - 1  # bits 0..count-1 stand for last, last-1, ...
+        self.bitmap = ((self.bitmap << shift) | run) & self._mask if shift < self.size else run & self._mask
+        self.top = last
