@@ -24,11 +24,13 @@ from .fastpath import (
     BatchOpener,
     BatchSealer,
     UniformOpener,
+    UniformSealer,
     compile_batch_opener,
     compile_batch_sealer,
     compile_opener,
     compile_sealer,
     compile_uniform_opener,
+    compile_uniform_sealer,
     flow_key,
     outer_header_builder,
 )
@@ -90,6 +92,9 @@ _PORT_PROTOCOLS = (ipv4.PROTO_TCP, ipv4.PROTO_UDP, 132)  # whose ports are selec
 # ESP packets of a batch, in order: UDP payloads for (destination, port), or whole IPv4 packets when that is None.
 OutBatch = tuple[list[bytes], tuple[str, int] | None]
 OutBatchRoute = Callable[[list[bytes], float], OutBatch | None]
+# Equal-size ESP-in-UDP datagrams back to back, the size of each, and where to send them (destination, port).
+OutUniform = tuple[bytes, int, tuple[str, int]]
+OutUniformRoute = Callable[[list[bytes], int, float], OutUniform | None]
 
 
 class DataPlane:
@@ -120,6 +125,9 @@ class DataPlane:
         self._out_sealers: dict[int, Callable[[bytes, int], bytes]] = {}  # outbound SPI -> compiled sealer
         self._out_batch_routes: dict[bytes, OutBatchRoute] = {}  # flow key -> its SA's batch route
         self._out_batch_by_spi: dict[int, OutBatchRoute] = {}
+        self._out_uniform_routes: dict[bytes, OutUniformRoute] = {}  # flow key -> its SA's uniform route
+        self._out_uniform_by_spi: dict[int, OutUniformRoute] = {}
+        self._key_layouts: dict[tuple[int, int], struct.Struct] = {}
         self._in_batch_routes: dict[bytes, InBatchRoute] = {}  # b"u" + SPI, or b"i" + destination + SPI
         self._in_uniform_routes: dict[bytes, InUniformRoute] = {}  # SPI
         # Per inbound SA (by id, valid until the next change): inner flows found to match a policy this SA serves.
@@ -134,6 +142,8 @@ class DataPlane:
         self._in_uniform_routes.clear()
         self._out_batch_routes.clear()
         self._out_batch_by_spi.clear()
+        self._out_uniform_routes.clear()
+        self._out_uniform_by_spi.clear()
         self._allowed_flows.clear()
 
     # ---- configuration -------------------------------------------------------------------------------------
@@ -219,7 +229,15 @@ class DataPlane:
         if len(self._out_routes) >= _FLOW_CACHE_MAX:
             self._out_routes.clear()
             self._out_batch_routes.clear()
+            self._out_uniform_routes.clear()
         self._out_routes[key] = self._out_route(sa, sealer)
+        uniform_route = self._out_uniform_by_spi.get(sa.spi)
+        if uniform_route is None and sa.encap is not None:
+            uniform_sealer = compile_uniform_sealer(sa)
+            if uniform_sealer is not None:
+                uniform_route = self._out_uniform_by_spi[sa.spi] = self._out_uniform_route(sa, uniform_sealer)
+        if uniform_route is not None:
+            self._out_uniform_routes[key] = uniform_route
         batch_route = self._out_batch_by_spi.get(sa.spi)
         if batch_route is None:
             batch_sealer = compile_batch_sealer(sa)
@@ -251,6 +269,59 @@ class DataPlane:
         except Exception:  # a bug must not kill the daemon; the per-packet path then takes the packets
             self._drops["internal_error"] += 1
             return None
+
+    def outbound_uniform(self, frames: list[bytes], start: int, now: float) -> OutUniform | None:
+        """Equal-size frames read from TUN in one drain (the IPv4 packet at ``start`` of each), all of one flow
+        already cached for an ESP-in-UDP SA, through the uniform fast path (``fastpath.compile_uniform_sealer``):
+        their datagrams back to back for one UDP GSO send. None as for :meth:`outbound_batch` (try that next)."""
+        shape = (len(frames[0]), start)
+        layout = self._key_layouts.get(shape)
+        if layout is None:
+            if len(self._key_layouts) > 16:
+                self._key_layouts.clear()
+            # Version/IHL, flags + fragment offset, protocol, addresses + ports: what fastpath.flow_key reads.
+            layout = self._key_layouts[shape] = struct.Struct(f"!{start}xB5xHxB2x12s{shape[0] - start - 24}x")
+        rows = set(map(layout.unpack_from, frames))
+        if len(rows) != 1:
+            return None  # several flows: the batch path sorts them out
+        version, fragment, proto, addresses = rows.pop()
+        if version != 0x45 or fragment & 0x3FFF or proto not in _PORT_PROTOCOLS:
+            return None
+        route = self._out_uniform_routes.get(bytes((proto,)) + addresses)
+        if route is None:
+            return None
+        try:
+            return route(frames, start, now)
+        except Exception:  # a bug (or a wrapping ESN) must not kill the daemon; the other paths take the packets
+            self._drops["internal_error"] += 1
+            return None
+
+    def _out_uniform_route(self, sa: SecurityAssociation, seal_uniform: UniformSealer) -> OutUniformRoute:
+        dest = (sa.dst, sa.encap[1]) if sa.encap is not None else ("", 0)
+
+        def route(frames: list[bytes], start: int, now: float) -> OutUniform | None:
+            count = len(frames)
+            nbytes = (len(frames[0]) - start) * count
+            first = sa.seq + 1
+            if (
+                sa.seq + count > sa.seq_max
+                or sa.bytes + nbytes >= sa.limit_bytes
+                or sa.packets + count >= sa.limit_packets
+                or now >= sa.deadline
+                or sa.expired
+                or (sa.esn and (first & 0xFFFFFFFF) + count - 1 > 0xFFFFFFFF)
+            ):
+                return None  # a limit is due (the per-packet path raises the events), or the ESN low half wraps
+            data, size = seal_uniform(frames, start, first)
+            sa.seq += count
+            sa.packets += count
+            sa.bytes += nbytes
+            sa.last_used = now
+            self.out_packets += count
+            self.out_bytes += nbytes
+            return data, size, dest
+
+        return route
 
     def _out_batch_route(self, sa: SecurityAssociation, seal_batch: BatchSealer) -> OutBatchRoute:
         dest = (sa.dst, sa.encap[1]) if sa.encap is not None else None

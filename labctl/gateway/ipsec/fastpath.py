@@ -20,7 +20,8 @@ from __future__ import annotations
 import hmac
 import struct
 from collections.abc import Callable
-from itertools import repeat
+from itertools import chain, repeat
+from operator import itemgetter
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -36,6 +37,9 @@ Opener = Callable[[bytes, int], tuple[bytes, int]]  # (buffer, offset of the SPI
 # (buffer, stride, count, offset of the SPI in each stride) -> (plaintexts every plaintext-size bytes, that size,
 # the inner IPv4 length, first sequence number)
 UniformOpener = Callable[[bytes, int, int, int], "tuple[bytes, int, int, int] | None"]
+# (equal-size frames, offset of the IPv4 packet in each, first sequence number) -> (the ESP packets back to back, the
+# size of each)
+UniformSealer = Callable[[list[bytes], int, int], tuple[bytes, int]]
 BatchSealer = Callable[[list[bytes], int], list[bytes]]  # (inner packets, first sequence number) -> ESP packets
 # (packets, offset of the SPI in each) -> (plaintexts with their ESP trailer, inner IPv4 lengths, first sequence number)
 BatchOpener = Callable[[list[bytes], int], "tuple[list[bytes], list[int], int] | None"]
@@ -137,6 +141,50 @@ def compile_batch_sealer(sa: SecurityAssociation) -> BatchSealer | None:
         return list(map(join, heads, bodies))
 
     return seal_batch
+
+
+def compile_uniform_sealer(sa: SecurityAssociation) -> UniformSealer | None:
+    """``compile_batch_sealer`` for *equal-size* packets (bulk traffic read from TUN): the ESP packets come back
+    joined, ready for one UDP GSO send, and no step runs Python per packet — each is one C-level join, unpack or
+    ``map`` over the run (the reason is in ``compile_batch_opener``). Byte for byte what ``compile_sealer`` builds."""
+    cipher = sa.cipher
+    if sa.protocol != "esp" or not sa.tunnel or not isinstance(cipher, SaltedAead):
+        return None
+    encrypt = cipher.aead_object.encrypt
+    add_salt = cipher.salt.__add__
+    spi_b = sa.spi_b
+    esn = sa.esn
+    icv = cipher.icv_len
+    # ESP header and IV in one pack: SPI, low 32 bits of the sequence number, then the 64-bit IV (= the sequence
+    # number, RFC 4106 §3.1); the AAD is its first 8 bytes, or SPI || 64-bit ESN with ESN (RFC 4106 §5).
+    head = struct.Struct("!4sIQ").pack
+    esn_aad = struct.Struct("!4sQ").pack
+    aad_of = itemgetter(slice(0, 8))
+    iv_of = itemgetter(slice(8, 16))
+    first_item = itemgetter(0)
+    layouts: dict[tuple[int, int], struct.Struct] = {}
+
+    def seal_uniform(frames: list[bytes], start: int, first: int) -> tuple[bytes, int]:
+        count = len(frames)
+        size = len(frames[0]) - start
+        tail = _TRAILERS_4[size & 3]
+        layout = layouts.get((start, size))
+        if layout is None:
+            if len(layouts) > 16:
+                layouts.clear()
+            layout = layouts[start, size] = struct.Struct(f"{start}x{size + len(tail)}s")
+        # frame || trailer for every frame with one join; the unpack then drops each frame's first ``start`` bytes.
+        plaintexts = map(first_item, layout.iter_unpack(tail.join(frames) + tail))
+        seqs = range(first, first + count)
+        low = first & 0xFFFFFFFF
+        if low + count - 1 > 0xFFFFFFFF:  # with ESN the low half wraps inside the run: the per-packet path handles it
+            raise OverflowError("sequence number wraps inside the run")
+        heads = list(map(head, repeat(spi_b, count), range(low, low + count), seqs))
+        aads = map(esn_aad, repeat(spi_b, count), seqs) if esn else map(aad_of, heads)
+        bodies = map(encrypt, map(add_salt, map(iv_of, heads)), plaintexts, aads)
+        return b"".join(chain.from_iterable(zip(heads, bodies, strict=True))), 16 + size + len(tail) + icv
+
+    return seal_uniform
 
 
 def compile_opener(sa: SecurityAssociation) -> Opener | None:
