@@ -165,16 +165,17 @@ class Gateway:
         else one by one. No TUNSETOFFLOAD, so each frame's virtio header is empty."""
         count = len(frames)
         self.io["tun_packets"] += count
-        if (
-            count > 1
-            and len(set(map(len, frames))) == 1
-            and count * (len(frames[0]) + ESP_OVERHEAD_MAX) <= GSO_MAX_BYTES  # one UDP_SEGMENT send carries them
-        ):
+        if count > 1 and count * (len(frames[0]) + ESP_OVERHEAD_MAX) <= GSO_MAX_BYTES:  # one UDP GSO send
             uniform = self.dp.outbound_uniform(frames, VNET_HDR_LEN, now)  # bulk: no Python step per packet
             if uniform is not None:
                 self.io["tun_batched"] += count
+                data, size, peer = uniform
                 self._send_run()  # whatever is pending leaves first
-                self._send_gso(*uniform)
+                if peer is not None:
+                    self._send_gso(data, size, peer)
+                else:
+                    view = memoryview(data)
+                    self._send_ip([view[i : i + size] for i in range(0, len(data), size)], _dst_of(data))
                 return
         packets = [f[VNET_HDR_LEN:] for f in frames]
         if len(packets) > 1:
@@ -200,12 +201,13 @@ class Gateway:
             elif type(res) is IpSend or type(res) is Bypass:
                 self._send_ip([res.packet])
 
-    def _send_ip(self, packets: list[bytes]) -> None:
-        """Whole IPv4 packets: the kernel routes each by its destination; our fwmark keeps it out of the TUN."""
+    def _send_ip(self, packets: list[bytes] | list[memoryview], dst: str | None = None) -> None:
+        """Whole IPv4 packets (all to ``dst`` when given): the kernel routes each by its destination; our fwmark
+        keeps it out of the TUN."""
         send = self.raw_out.sendto
         for packet in packets:
             try:
-                send(packet, (_dst_of(packet), 0))
+                send(packet, (dst or _dst_of(packet), 0))
             except OSError:
                 self.drops["send_errors"] += 1
 
@@ -288,6 +290,12 @@ class Gateway:
         io["esp_receives"] += len(packets)
         io["esp_packets"] += len(packets)
         if len(packets) > 1 and l2tp is None:
+            if len(set(map(len, packets))) == 1:
+                uniform = self.dp.inbound_ip_uniform(packets, now)  # bulk: no Python step per packet
+                if uniform is not None:
+                    io["esp_batched"] += len(packets)
+                    self.coalescer.add_uniform(*uniform)
+                    return
             opened = self.dp.inbound_ip_batch(packets, now)
             if opened is not None:
                 io["esp_batched"] += len(packets)
@@ -473,7 +481,7 @@ class Gateway:
             pass
 
 
-def _dst_of(packet: bytes) -> str:
+def _dst_of(packet: bytes | memoryview) -> str:
     return socket.inet_ntoa(packet[16:20])
 
 

@@ -92,9 +92,10 @@ _PORT_PROTOCOLS = (ipv4.PROTO_TCP, ipv4.PROTO_UDP, 132)  # whose ports are selec
 # ESP packets of a batch, in order: UDP payloads for (destination, port), or whole IPv4 packets when that is None.
 OutBatch = tuple[list[bytes], tuple[str, int] | None]
 OutBatchRoute = Callable[[list[bytes], float], OutBatch | None]
-# Equal-size ESP-in-UDP datagrams back to back, the size of each, and where to send them (destination, port).
-OutUniform = tuple[bytes, int, tuple[str, int]]
-OutUniformRoute = Callable[[list[bytes], int, float], OutUniform | None]
+# Equal-size ESP packets back to back, the size of each, and where to send them: ESP-in-UDP datagrams to
+# (destination, port), or whole IPv4 packets for the raw socket when that is None.
+OutUniform = tuple[bytes, int, tuple[str, int] | None]
+OutUniformRoute = Callable[[list[bytes], int, int, int, float], OutUniform | None]
 
 
 class DataPlane:
@@ -129,7 +130,7 @@ class DataPlane:
         self._out_uniform_by_spi: dict[int, OutUniformRoute] = {}
         self._key_layouts: dict[tuple[int, int], struct.Struct] = {}
         self._in_batch_routes: dict[bytes, InBatchRoute] = {}  # b"u" + SPI, or b"i" + destination + SPI
-        self._in_uniform_routes: dict[bytes, InUniformRoute] = {}  # SPI
+        self._in_uniform_routes: dict[bytes, InUniformRoute] = {}  # SPI, or b"i" + destination + SPI
         # Per inbound SA (by id, valid until the next change): inner flows found to match a policy this SA serves.
         self._allowed_flows: dict[int, set[bytes]] = {}
 
@@ -232,7 +233,7 @@ class DataPlane:
             self._out_uniform_routes.clear()
         self._out_routes[key] = self._out_route(sa, sealer)
         uniform_route = self._out_uniform_by_spi.get(sa.spi)
-        if uniform_route is None and sa.encap is not None:
+        if uniform_route is None:
             uniform_sealer = compile_uniform_sealer(sa)
             if uniform_sealer is not None:
                 uniform_route = self._out_uniform_by_spi[sa.spi] = self._out_uniform_route(sa, uniform_sealer)
@@ -275,31 +276,36 @@ class DataPlane:
         already cached for an ESP-in-UDP SA, through the uniform fast path (``fastpath.compile_uniform_sealer``):
         their datagrams back to back for one UDP GSO send. None as for :meth:`outbound_batch` (try that next)."""
         shape = (len(frames[0]), start)
+        if len(set(map(len, frames))) != 1 or shape[0] - start < 24:
+            return None  # the uniform path is for equal sizes: the batch path takes the rest
         layout = self._key_layouts.get(shape)
         if layout is None:
             if len(self._key_layouts) > 16:
                 self._key_layouts.clear()
-            # Version/IHL, flags + fragment offset, protocol, addresses + ports: what fastpath.flow_key reads.
-            layout = self._key_layouts[shape] = struct.Struct(f"!{start}xB5xHxB2x12s{shape[0] - start - 24}x")
+            # Version/IHL, TOS, flags + fragment offset, protocol, addresses + ports: what fastpath.flow_key reads,
+            # and what the outer header copies (RFC 4301 §5.1.2.1).
+            layout = self._key_layouts[shape] = struct.Struct(f"!{start}xBB4xHxB2x12s{shape[0] - start - 24}x")
         rows = set(map(layout.unpack_from, frames))
         if len(rows) != 1:
-            return None  # several flows: the batch path sorts them out
-        version, fragment, proto, addresses = rows.pop()
+            return None  # several flows, or TOS/DF that vary: the batch path sorts them out
+        version, tos, fragment, proto, addresses = rows.pop()
         if version != 0x45 or fragment & 0x3FFF or proto not in _PORT_PROTOCOLS:
             return None
         route = self._out_uniform_routes.get(bytes((proto,)) + addresses)
         if route is None:
             return None
         try:
-            return route(frames, start, now)
+            return route(frames, start, tos, fragment & 0x4000, now)
         except Exception:  # a bug (or a wrapping ESN) must not kill the daemon; the other paths take the packets
             self._drops["internal_error"] += 1
             return None
 
     def _out_uniform_route(self, sa: SecurityAssociation, seal_uniform: UniformSealer) -> OutUniformRoute:
-        dest = (sa.dst, sa.encap[1]) if sa.encap is not None else ("", 0)
+        dest = (sa.dst, sa.encap[1]) if sa.encap is not None else None
+        outer = ipv4.HEADER.pack
+        src_b, dst_b = sa.src_b, sa.dst_b
 
-        def route(frames: list[bytes], start: int, now: float) -> OutUniform | None:
+        def route(frames: list[bytes], start: int, tos: int, df: int, now: float) -> OutUniform | None:
             count = len(frames)
             nbytes = (len(frames[0]) - start) * count
             first = sa.seq + 1
@@ -312,7 +318,12 @@ class DataPlane:
                 or (sa.esn and (first & 0xFFFFFFFF) + count - 1 > 0xFFFFFFFF)
             ):
                 return None  # a limit is due (the per-packet path raises the events), or the ESN low half wraps
-            data, size = seal_uniform(frames, start, first)
+            # Raw ESP: one outer header for all. Identification 0 and checksum 0 are filled in by the kernel for every
+            # IP_HDRINCL packet (raw(7)); TOS and DF are the inner packets' (RFC 4301 §5.1.2.1), equal for the run.
+            def header(esp_size: int) -> bytes:
+                return outer(0x45, tos, 20 + esp_size, 0, df, ipv4.DEFAULT_TTL, ipv4.PROTO_ESP, 0, src_b, dst_b)
+
+            data, size = seal_uniform(frames, start, first, header if dest is None else None)
             sa.seq += count
             sa.packets += count
             sa.bytes += nbytes
@@ -630,6 +641,39 @@ class DataPlane:
             route = self._in_uniform_routes[spi] = self._uniform_route(sa, opener)
         try:
             return route(data, size, len(data) // size, 0, now)
+        except Exception:  # a bug must not kill the daemon; the other paths then take the packets
+            self._drops["internal_error"] += 1
+            return None
+
+    def inbound_ip_uniform(self, packets: list[bytes], now: float) -> InUniform | None:
+        """Equal-size whole IPv4 packets drained from the raw ESP socket, through the uniform fast path as in
+        :meth:`inbound_udp_uniform`; None means try :meth:`inbound_ip_batch`, then :meth:`inbound_ip`."""
+        size = len(packets[0])
+        data = b"".join(packets)
+        count = len(packets)
+        if size < 28 or len(data) != size * count:
+            return None
+        layout = self._key_layouts.get((size, -1))
+        if layout is None:
+            if len(self._key_layouts) > 16:
+                self._key_layouts.clear()
+            # Version/IHL, total length, flags + fragment offset, protocol, destination + SPI (the SAD's key).
+            layout = self._key_layouts[size, -1] = struct.Struct(f"!BxH2xHxB6x8s{size - 24}x")
+        rows = set(layout.iter_unpack(data))
+        if len(rows) != 1:
+            return None
+        version, total, fragment, proto, key = rows.pop()
+        if version != 0x45 or total != size or fragment & 0x3FFF or proto != ipv4.PROTO_ESP:
+            return None
+        route = self._in_uniform_routes.get(b"i" + key)
+        if route is None:
+            sa = self._sad.inbound(int.from_bytes(key[4:], "big"), key[:4])
+            opener = compile_uniform_opener(sa) if sa is not None and not sa.expired else None
+            if sa is None or opener is None:
+                return None
+            route = self._in_uniform_routes[b"i" + key] = self._uniform_route(sa, opener)
+        try:
+            return route(data, size, count, 20, now)
         except Exception:  # a bug must not kill the daemon; the other paths then take the packets
             self._drops["internal_error"] += 1
             return None

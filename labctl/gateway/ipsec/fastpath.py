@@ -37,9 +37,9 @@ Opener = Callable[[bytes, int], tuple[bytes, int]]  # (buffer, offset of the SPI
 # (buffer, stride, count, offset of the SPI in each stride) -> (plaintexts every plaintext-size bytes, that size,
 # the inner IPv4 length, first sequence number)
 UniformOpener = Callable[[bytes, int, int, int], "tuple[bytes, int, int, int] | None"]
-# (equal-size frames, offset of the IPv4 packet in each, first sequence number) -> (the ESP packets back to back, the
-# size of each)
-UniformSealer = Callable[[list[bytes], int, int], tuple[bytes, int]]
+# (equal-size frames, offset of the IPv4 packet in each, first sequence number, None or a function from the ESP size
+# to the bytes that go before each ESP packet) -> (the packets back to back, the size of each)
+UniformSealer = Callable[[list[bytes], int, int, "Callable[[int], bytes] | None"], tuple[bytes, int]]
 BatchSealer = Callable[[list[bytes], int], list[bytes]]  # (inner packets, first sequence number) -> ESP packets
 # (packets, offset of the SPI in each) -> (plaintexts with their ESP trailer, inner IPv4 lengths, first sequence number)
 BatchOpener = Callable[[list[bytes], int], "tuple[list[bytes], list[int], int] | None"]
@@ -164,7 +164,9 @@ def compile_uniform_sealer(sa: SecurityAssociation) -> UniformSealer | None:
     first_item = itemgetter(0)
     layouts: dict[tuple[int, int], struct.Struct] = {}
 
-    def seal_uniform(frames: list[bytes], start: int, first: int) -> tuple[bytes, int]:
+    def seal_uniform(
+        frames: list[bytes], start: int, first: int, outer: Callable[[int], bytes] | None
+    ) -> tuple[bytes, int]:
         count = len(frames)
         size = len(frames[0]) - start
         tail = _TRAILERS_4[size & 3]
@@ -182,7 +184,10 @@ def compile_uniform_sealer(sa: SecurityAssociation) -> UniformSealer | None:
         heads = list(map(head, repeat(spi_b, count), range(low, low + count), seqs))
         aads = map(esn_aad, repeat(spi_b, count), seqs) if esn else map(aad_of, heads)
         bodies = map(encrypt, map(add_salt, map(iv_of, heads)), plaintexts, aads)
-        return b"".join(chain.from_iterable(zip(heads, bodies, strict=True))), 16 + size + len(tail) + icv
+        esp_size = 16 + size + len(tail) + icv
+        prefix = outer(esp_size) if outer is not None else b""
+        packets = zip(repeat(prefix, count), heads, bodies) if prefix else zip(heads, bodies)  # noqa: B905 - equal
+        return b"".join(chain.from_iterable(packets)), len(prefix) + esp_size
 
     return seal_uniform
 
