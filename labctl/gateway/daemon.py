@@ -61,9 +61,9 @@ class Gateway:
         self.started = time.time()
         self.drops = {"tun_write_errors": 0, "send_errors": 0, "bad_ike": 0}
         # How much each wake-up moves (packets per drain, datagrams per UDP receive) and how much of it took the
-        # batch fast path: the figures that explain the data plane's speed (benchmarks/README.md).
-        self.io = {"tun_drains": 0, "tun_packets": 0, "tun_batched": 0, "esp_receives": 0, "esp_packets": 0,
-                   "esp_batched": 0}
+        # batch or the uniform fast path (fastpath.py): the figures that explain the data plane's speed.
+        self.io = {"tun_drains": 0, "tun_packets": 0, "tun_batched": 0, "tun_uniform": 0, "esp_receives": 0,
+                   "esp_packets": 0, "esp_batched": 0, "esp_uniform": 0}
         self.l2tp: l2tp_io.L2tpIo | None = None
 
     # --- setup ---------------------------------------------------------------------------------------------
@@ -168,7 +168,7 @@ class Gateway:
         if count > 1 and count * (len(frames[0]) + ESP_OVERHEAD_MAX) <= GSO_MAX_BYTES:  # one UDP GSO send
             uniform = self.dp.outbound_uniform(frames, VNET_HDR_LEN, now)  # bulk: no Python step per packet
             if uniform is not None:
-                self.io["tun_batched"] += count
+                self.io["tun_uniform"] += count
                 data, size, peer = uniform
                 self._send_run()  # whatever is pending leaves first
                 if peer is not None:
@@ -293,7 +293,7 @@ class Gateway:
             if len(set(map(len, packets))) == 1:
                 uniform = self.dp.inbound_ip_uniform(packets, now)  # bulk: no Python step per packet
                 if uniform is not None:
-                    io["esp_batched"] += len(packets)
+                    io["esp_uniform"] += len(packets)
                     self.coalescer.add_uniform(*uniform)
                     return
             opened = self.dp.inbound_ip_batch(packets, now)
@@ -346,7 +346,7 @@ class Gateway:
                     uniform = inbound_uniform(data, size, now)
                     if uniform is not None:
                         io["esp_packets"] += uniform[2]
-                        io["esp_batched"] += uniform[2]
+                        io["esp_uniform"] += uniform[2]
                         add_uniform(*uniform)
                         continue
                 dgrams = split_gro(data, size)
