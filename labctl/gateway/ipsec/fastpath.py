@@ -1,18 +1,30 @@
-"""The ESP tunnel fast path: per-SA functions compiled once, so a packet costs one cipher call plus a little glue.
+"""The ESP tunnel fast paths: per-SA functions compiled once, so that a packet costs its cipher call plus as little
+Python as possible.
 
 Why this module exists: the general path (``dataplane`` -> ``esp.seal``/``open_esp``) costs about 10 µs of Python
-per 1400-byte packet around a 1.5 µs AES-GCM call (profiled with py-spy on a loaded 2-vCPU machine; see
-``benchmarks/README.md``). Here everything that is fixed for an SA's life — key objects, salt, SPI bytes, header
-templates, padding trailers — is bound into a closure, and the per-flow SPD decision is cached by the caller.
+per 1400-byte packet around a ~1.1 µs AES-GCM call (py-spy, see ``benchmarks/README.md``). Three tiers, each
+falling back to the one before it, with the same wire format and the same checks:
 
-What is compiled: ESP in tunnel mode (the only mode that carries bulk traffic through a gateway) with an AEAD
-whose nonce is salt || 8-byte IV (AES-GCM-16, AES-CCM, ChaCha20-Poly1305) or with AES-CBC + HMAC. Anything else
-(AH, transport mode, bundles, short GCM tags, CTR, 3DES, null) returns ``None`` and stays on the general path.
+1. **Per packet** (``compile_sealer``, ``compile_opener``): everything fixed for an SA's life — key objects, salt,
+   SPI bytes, header templates, padding trailers — is bound into a closure; the caller caches the per-flow SPD
+   decision. ESP tunnel mode with a salted AEAD (nonce = salt || 8-byte IV: AES-GCM-16, AES-CCM,
+   ChaCha20-Poly1305) or with AES-CBC + HMAC.
+2. **Batch** (``compile_batch_sealer``, ``compile_batch_opener``): a run of packets — one drain of the TUN device,
+   one UDP GRO receive — with one list comprehension or C-level ``map`` per step instead of Python work per packet.
+   Salted AEADs only.
+3. **Uniform** (``compile_uniform_sealer``, ``compile_uniform_opener``): a run of *equal-size* packets, as bulk
+   transfers produce, laid out back to back in one buffer: every step is a C-level join, ``struct`` unpack,
+   ``map`` or list compare over the whole run, with no Python step per packet at all. Outbound, the result is one
+   buffer ready for a UDP GSO send. What each tier gained is measured in benchmarks/README.md.
 
-What is never skipped: the anti-replay pre-check before and the window update after the ICV check (RFC 4303
-§3.4.3), the ICV/tag check itself (``hmac.compare_digest`` or the AEAD's own constant-time tag check), the padding
-check (§2.4), and sequence-number exhaustion and lifetimes (the caller falls back to the general path when a
-limit is near, so events fire exactly as there).
+Anything else (AH, transport mode, bundles, short GCM tags, CTR, 3DES, null) returns ``None`` and stays on the
+general path. A batch or uniform function also returns ``None`` — having changed nothing — for any run that is not
+its common case, and the caller hands the packets to the next tier, which counts each drop under its reason.
+
+What is never skipped, in any tier: the anti-replay pre-check before and the window update after the ICV check
+(RFC 4303 §3.4.3), the ICV/tag check itself (``hmac.compare_digest`` or the AEAD's own constant-time tag check),
+the padding check (§2.4), and sequence-number exhaustion and lifetimes (the caller falls back to the per-packet
+path when a limit is near, so events fire exactly as there).
 """
 
 from __future__ import annotations
