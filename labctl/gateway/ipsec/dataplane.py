@@ -309,13 +309,8 @@ class DataPlane:
             count = len(frames)
             nbytes = (len(frames[0]) - start) * count
             first = sa.seq + 1
-            if (
-                sa.seq + count > sa.seq_max
-                or sa.bytes + nbytes >= sa.limit_bytes
-                or sa.packets + count >= sa.limit_packets
-                or now >= sa.deadline
-                or sa.expired
-                or (sa.esn and (first & 0xFFFFFFFF) + count - 1 > 0xFFFFFFFF)
+            if not _run_fits(sa, count, nbytes, now, outbound=True) or (
+                sa.esn and (first & 0xFFFFFFFF) + count - 1 > 0xFFFFFFFF
             ):
                 return None  # a limit is due (the per-packet path raises the events), or the ESN low half wraps
             # Raw ESP: one outer header for all. Identification 0 and checksum 0 are filled in by the kernel for every
@@ -324,15 +319,26 @@ class DataPlane:
                 return outer(0x45, tos, 20 + esp_size, 0, df, ipv4.DEFAULT_TTL, ipv4.PROTO_ESP, 0, src_b, dst_b)
 
             data, size = seal_uniform(frames, start, first, header if dest is None else None)
-            sa.seq += count
-            sa.packets += count
-            sa.bytes += nbytes
-            sa.last_used = now
-            self.out_packets += count
-            self.out_bytes += nbytes
+            self._account_out_run(sa, count, nbytes, now)
             return data, size, dest
 
         return route
+
+    def _account_out_run(self, sa: SecurityAssociation, count: int, nbytes: int, now: float) -> None:
+        """A run sealed by a batch or uniform route: what the per-packet route counts for each packet, at once."""
+        sa.seq += count
+        sa.packets += count
+        sa.bytes += nbytes
+        sa.last_used = now
+        self.out_packets += count
+        self.out_bytes += nbytes
+
+    def _account_in_run(self, sa: SecurityAssociation, count: int, nbytes: int, now: float) -> None:
+        sa.packets += count
+        sa.bytes += nbytes
+        sa.last_used = now
+        self.in_packets += count
+        self.in_bytes += nbytes
 
     def _out_batch_route(self, sa: SecurityAssociation, seal_batch: BatchSealer) -> OutBatchRoute:
         dest = (sa.dst, sa.encap[1]) if sa.encap is not None else None
@@ -342,21 +348,10 @@ class DataPlane:
             count = len(packets)
             nbytes = sum(map(len, packets))
             first = sa.seq + 1
-            if (
-                sa.seq + count > sa.seq_max
-                or sa.bytes + nbytes >= sa.limit_bytes
-                or sa.packets + count >= sa.limit_packets
-                or now >= sa.deadline
-                or sa.expired
-            ):
+            if not _run_fits(sa, count, nbytes, now, outbound=True):
                 return None  # a limit is due: the per-packet path raises the events
             esp = seal_batch(packets, first)
-            sa.seq += count
-            sa.packets += count
-            sa.bytes += nbytes
-            sa.last_used = now
-            self.out_packets += count
-            self.out_bytes += nbytes
+            self._account_out_run(sa, count, nbytes, now)
             if dest is not None:
                 return esp, dest
             ident = self._ident
@@ -690,12 +685,7 @@ class DataPlane:
                 return None
             plains, plain_size, length, first = opened
             nbytes = length * count
-            if (
-                sa.bytes + nbytes >= sa.limit_bytes
-                or sa.packets + count >= sa.limit_packets
-                or now >= sa.deadline
-                or sa.expired
-            ):
+            if not _run_fits(sa, count, nbytes, now, outbound=False):
                 return None  # a limit is due: the per-packet path raises the events
             layout = layouts.get(plain_size)
             if layout is None:
@@ -708,11 +698,7 @@ class DataPlane:
                 if frag & 0x3FFF or key not in allowed:
                     return None
             update_run(first, count)  # every tag verified (§3.4.3)
-            sa.packets += count
-            sa.bytes += nbytes
-            sa.last_used = now
-            self.in_packets += count
-            self.in_bytes += nbytes
+            self._account_in_run(sa, count, nbytes, now)
             return plains, plain_size, count, length
 
         return route
@@ -762,12 +748,7 @@ class DataPlane:
             plains, lengths, first = opened
             count = len(plains)
             nbytes = sum(lengths)
-            if (
-                sa.bytes + nbytes >= sa.limit_bytes
-                or sa.packets + count >= sa.limit_packets
-                or now >= sa.deadline
-                or sa.expired
-            ):
+            if not _run_fits(sa, count, nbytes, now, outbound=False):
                 return None  # a limit is due: the per-packet path raises the events
             # RFC 4301 §5.2: every inner flow must be one the per-packet route already matched against a policy
             # this SA serves (keys as fastpath.flow_key builds them); fragments and new flows go that way first.
@@ -775,11 +756,7 @@ class DataPlane:
             if not flows <= allowed or any([p[6] & 0x3F or p[7] for p in plains]):
                 return None
             update_run(first, count)  # every tag verified (§3.4.3)
-            sa.packets += count
-            sa.bytes += nbytes
-            sa.last_used = now
-            self.in_packets += count
-            self.in_bytes += nbytes
+            self._account_in_run(sa, count, nbytes, now)
             return plains, lengths
 
         return route
@@ -923,3 +900,15 @@ class DataPlane:
             fields = ("IPv4", sa.src, sa.dst, f"0x{sa.spi:08x}", encr.wireshark, key, auth, auth_key)
             lines.append(",".join(f'"{f}"' for f in fields))
         return lines
+
+
+def _run_fits(sa: SecurityAssociation, count: int, nbytes: int, now: float, outbound: bool) -> bool:
+    """Whether a run of ``count`` packets (``nbytes`` of plaintext) stays short of every limit of ``sa``, so that a
+    batch or uniform route may take it: otherwise the per-packet path must, to raise the events exactly there."""
+    return not (
+        (outbound and sa.seq + count > sa.seq_max)
+        or sa.bytes + nbytes >= sa.limit_bytes
+        or sa.packets + count >= sa.limit_packets
+        or now >= sa.deadline
+        or sa.expired
+    )

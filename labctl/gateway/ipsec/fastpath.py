@@ -125,13 +125,19 @@ def compile_sealer(sa: SecurityAssociation, rng: Callable[[int], bytes]) -> Seal
     return None
 
 
+def _tunnel_aead(sa: SecurityAssociation) -> SaltedAead | None:
+    """The salted AEAD of an ESP tunnel SA: what the batch and uniform tiers handle; None for anything else."""
+    cipher = sa.cipher
+    return cipher if sa.protocol == "esp" and sa.tunnel and isinstance(cipher, SaltedAead) else None
+
+
 def compile_batch_sealer(sa: SecurityAssociation) -> BatchSealer | None:
     """Outbound ESP tunnel for a run of packets at once (one drain of the TUN device), for the salted AEADs; None
     for anything else. The same packets as ``compile_sealer``'s, built with one list comprehension or one C-level
     ``map`` per step instead of Python work per packet (the reason is in ``compile_batch_opener``). The caller
     reserves the sequence numbers and checks the limits first, as for one packet."""
-    cipher = sa.cipher
-    if sa.protocol != "esp" or not sa.tunnel or not isinstance(cipher, SaltedAead):
+    cipher = _tunnel_aead(sa)
+    if cipher is None:
         return None
     encrypt = cipher.aead_object.encrypt
     salt = cipher.salt
@@ -159,8 +165,8 @@ def compile_uniform_sealer(sa: SecurityAssociation) -> UniformSealer | None:
     """``compile_batch_sealer`` for *equal-size* packets (bulk traffic read from TUN): the ESP packets come back
     joined, ready for one UDP GSO send, and no step runs Python per packet — each is one C-level join, unpack or
     ``map`` over the run (the reason is in ``compile_batch_opener``). Byte for byte what ``compile_sealer`` builds."""
-    cipher = sa.cipher
-    if sa.protocol != "esp" or not sa.tunnel or not isinstance(cipher, SaltedAead):
+    cipher = _tunnel_aead(sa)
+    if cipher is None:
         return None
     encrypt = cipher.aead_object.encrypt
     add_salt = cipher.salt.__add__
@@ -291,8 +297,8 @@ def compile_batch_opener(sa: SecurityAssociation) -> BatchOpener | None:
     anything is accepted. The replay window is *not* updated: the caller does it (``ReplayWindow.update_run``) after
     its own policy check, still before any packet is delivered.
     """
-    cipher = sa.cipher
-    if sa.protocol != "esp" or not sa.tunnel or not isinstance(cipher, SaltedAead):
+    cipher = _tunnel_aead(sa)
+    if cipher is None:
         return None
     decrypt = cipher.aead_object.decrypt
     salt = cipher.salt
@@ -343,8 +349,8 @@ def compile_uniform_opener(sa: SecurityAssociation) -> UniformOpener | None:
     SPI and consecutive sequence numbers above the replay window (RFC 4303 §3.4.3) before any cryptography, every
     tag, then every trailer (default padding, next header 4: §2.4, §2.6) and inner header (version 4, no options,
     total length up to the trailer: no TFC padding)."""
-    cipher = sa.cipher
-    if sa.protocol != "esp" or not sa.tunnel or not isinstance(cipher, SaltedAead):
+    cipher = _tunnel_aead(sa)
+    if cipher is None:
         return None
     decrypt = cipher.aead_object.decrypt
     add_salt = cipher.salt.__add__
