@@ -313,8 +313,9 @@ class DataPlane:
                 sa.esn and (first & 0xFFFFFFFF) + count - 1 > 0xFFFFFFFF
             ):
                 return None  # a limit is due (the per-packet path raises the events), or the ESN low half wraps
-            # Raw ESP: one outer header for all. Identification 0 and checksum 0 are filled in by the kernel for every
-            # IP_HDRINCL packet (raw(7)); TOS and DF are the inner packets' (RFC 4301 §5.1.2.1), equal for the run.
+            # Raw ESP: one outer header for all. The kernel fills in the checksum of every IP_HDRINCL packet and an
+            # identification where it is 0 (raw(7)) — except with DF, where 0 stays, as Linux sends its own atomic
+            # datagrams (RFC 6864 §4.1). TOS and DF are the inner packets' (RFC 4301 §5.1.2.1), equal for the run.
             def header(esp_size: int) -> bytes:
                 return outer(0x45, tos, 20 + esp_size, 0, df, ipv4.DEFAULT_TTL, ipv4.PROTO_ESP, 0, src_b, dst_b)
 

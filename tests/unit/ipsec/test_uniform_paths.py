@@ -85,7 +85,8 @@ def test_outbound_uniform_raw_headers_match_the_per_packet_ones_but_id_and_check
     for i, want in enumerate(expected):
         have = data[i * size : (i + 1) * size]
         assert len(have) == len(want) == size
-        # Identification and checksum are left 0 for the kernel, which fills both for IP_HDRINCL (raw(7)).
+        # Identification and checksum are left 0 for the kernel: it fills in the checksum of IP_HDRINCL packets, and
+        # the identification unless DF is set (then 0, RFC 6864 §4.1), as tcpdump on the lab's link shows.
         assert have[4:6] == b"\0\0" and have[10:12] == b"\0\0"
         assert have[:4] + have[6:10] + have[12:] == want[:4] + want[6:10] + want[12:]
         header = IP(have)
