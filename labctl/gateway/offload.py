@@ -185,8 +185,8 @@ def _segment_layout(hlen: int, payload: int = 0, trailer: int = 0) -> struct.Str
 def _run_frames(packets: list[bytes], lengths: list[int]) -> list[bytes] | None:
     """TUN frames for a run of separate packets (``packets[i][:lengths[i]]``): see :func:`_coalesce`."""
     first = packets[0]
-    if first[0] != 0x45 or first[9] != _TCP or first[6] & 0x3F or first[7]:
-        return None
+    if min(lengths) <= 40 or first[0] != 0x45 or first[9] != _TCP or first[6] & 0x3F or first[7]:
+        return None  # 40: an IPv4 and a TCP header with data after them, before any header byte is read
     hlen = 20 + (first[32] >> 4) * 4
     if hlen < 40 or min(lengths) <= hlen:
         return None
@@ -200,7 +200,7 @@ _UNIFORM_LAYOUTS: dict[tuple[int, int, int], struct.Struct] = {}
 
 def _uniform_frames(plains: bytes, stride: int, count: int, length: int) -> list[bytes] | None:
     """TUN frames for ``count`` packets of ``length`` bytes laid out every ``stride`` bytes: see :func:`_coalesce`."""
-    if plains[0] != 0x45 or plains[9] != _TCP or plains[6] & 0x3F or plains[7]:
+    if length <= 40 or plains[0] != 0x45 or plains[9] != _TCP or plains[6] & 0x3F or plains[7]:
         return None
     hlen = 20 + (plains[32] >> 4) * 4
     if hlen < 40 or length <= hlen:
@@ -349,8 +349,9 @@ class GsoRuns:
         size, count, total = sizes[0], len(sizes), sum(sizes)
         if self.parts or count > GSO_MAX_SEGMENTS or total > GSO_MAX_BYTES or sizes[-1] > size:
             return False
-        if sizes.count(size) < count - 1:
-            return False
+        full = sizes.count(size)
+        if full != count and (full != count - 1 or sizes[-1] == size):
+            return False  # only the last datagram may differ, and only by being shorter: the kernel cuts at ``size``
         self.dest, self.size, self.parts, self.total = dest, size, payloads, total
         return True
 

@@ -255,7 +255,9 @@ class DataPlane:
         ports = _PORT_PROTOCOLS
         # fastpath.flow_key's keys, for the port-carrying protocols only (anything else: None, the per-packet path).
         keys = {
-            p[9:10] + p[12:24] if p[0] == 0x45 and p[9] in ports and not (p[6] & 0x3F or p[7]) else None
+            p[9:10] + p[12:24]
+            if len(p) >= 24 and p[0] == 0x45 and p[9] in ports and not (p[6] & 0x3F or p[7])
+            else None
             for p in packets
         }
         if None in keys:

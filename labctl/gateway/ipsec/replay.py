@@ -82,5 +82,6 @@ class ReplayWindow:
         last = first + count - 1
         shift = last - self.top
         run = (1 << min(count, self.size)) - 1  # bits 0..count-1 stand for last, last-1, ...
-        self.bitmap = ((self.bitmap << shift) | run) & self._mask if shift < self.size else run & self._mask
+        # The last branch: the window moved past everything it held; `or 1` keeps update()'s bitmap of a size-0 window.
+        self.bitmap = ((self.bitmap << shift) | run) & self._mask if shift < self.size else (run & self._mask) or 1
         self.top = last
