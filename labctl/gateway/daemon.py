@@ -59,7 +59,7 @@ class Gateway:
         self.clients: dict[int, ControlConnection] = {}
         self.stopping = False
         self.started = time.time()
-        self.drops = {"tun_write_errors": 0, "send_errors": 0, "bad_ike": 0}
+        self.drops = {"tun_write_errors": 0, "send_errors": 0, "bad_ike": 0, "internal_errors": 0}
         # How much each wake-up moves (packets per drain, datagrams per UDP receive) and how much of it took the
         # batch or the uniform fast path (fastpath.py): the figures that explain the data plane's speed.
         self.io = {"tun_drains": 0, "tun_packets": 0, "tun_batched": 0, "tun_uniform": 0, "esp_receives": 0,
@@ -128,7 +128,12 @@ class Gateway:
             for fd, _ in ready:
                 handler = self.handlers.get(fd)
                 if handler is not None:
-                    handler()
+                    try:
+                        handler()
+                    except Exception:  # a bug in one handler must not stop the gateway (and its fail-closed routes)
+                        self.drops["internal_errors"] += 1
+                        if self.drops["internal_errors"] <= 10:  # a bug on every packet must not flood the log
+                            log.exception("internal error while handling descriptor %d", fd)
             now = time.monotonic()
             self.keying.handle_timers(now)
             if self.l2tp is not None:

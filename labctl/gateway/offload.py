@@ -128,7 +128,10 @@ class TcpCoalescer:
         The common case — one TCP flow, consecutive segments, headers equal where Linux GRO wants them equal —
         becomes super-packets here with one C-level unpack per segment (:func:`_run_frames`). Anything else goes
         through :meth:`add` packet by packet, with the same result as if the batch path did not exist."""
-        frames = _run_frames(packets, lengths) if len(packets) > 1 else None
+        try:
+            frames = _run_frames(packets, lengths) if len(packets) > 1 else None
+        except (IndexError, struct.error):  # a header shorter than it says: add() decides packet by packet
+            frames = None
         if frames is None:
             add = self.add
             for pkt, n in zip(packets, lengths, strict=True):
@@ -140,7 +143,10 @@ class TcpCoalescer:
         """``count`` packets of ``length`` bytes each, every ``stride`` bytes of ``plains`` (the rest of each stride is
         its ESP trailer): the layout of one UDP GRO receive decrypted by the data plane's uniform path. As
         :meth:`add_run`, without a Python step per packet when they are one TCP flow."""
-        frames = _uniform_frames(plains, stride, count, length) if count > 1 else None
+        try:
+            frames = _uniform_frames(plains, stride, count, length) if count > 1 else None
+        except (IndexError, struct.error):  # as in add_run
+            frames = None
         if frames is None:
             add = self.add
             for start in range(0, stride * count, stride):
