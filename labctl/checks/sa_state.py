@@ -78,6 +78,10 @@ def check_sa_state(
         if not status:
             problems.append(f"{node}: the gateway did not answer its control socket")
             continue
+        internal = _internal_errors(status)
+        if internal:
+            problems.append(f"{node}: {internal} internal errors in the gateway (a bug, never a peer's fault: its log "
+                            "has the first ones)")
         bindings = [b for b in status.get("bindings", []) if b.get("name") == expect.tunnel]
         if not bindings:
             problems.append(f"{node}: no binding named {expect.tunnel}")
@@ -102,6 +106,13 @@ def check_sa_state(
                 f"{', UDP-encapsulated' if expect.encap else ''}"
                 f"{', NAT detected' if expect.nat else ''}")
     return verdict(name, problems, expected, "; ".join(seen) or "no bindings")
+
+
+def _internal_errors(status: Mapping[str, Any]) -> int:
+    """What the gateway counted as its own bugs: IKE event handling, the data plane's guards, the I/O loop."""
+    dataplane = status.get("dataplane") or {}
+    return (int(status.get("internal_errors") or 0) + int((dataplane.get("drops") or {}).get("internal_error", 0))
+            + int((status.get("io_drops") or {}).get("internal_errors", 0)))
 
 
 def _ike_problems(node: str, status: Mapping[str, Any], expect: SaExpectation) -> list[str]:

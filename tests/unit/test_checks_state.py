@@ -45,6 +45,11 @@ def test_each_difference_fails_with_its_reason() -> None:
         ({"gw-a": _status(keying="manual"), "gw-b": _status()}, None, "keying is 'manual'"),
         ({"gw-a": {}, "gw-b": _status()}, None, "did not answer its control socket"),
         ({"gw-a": _status(nat=True), "gw-b": _status()}, None, "reports a NAT, but there is none"),
+        ({"gw-a": {**_status(), "internal_errors": 1}, "gw-b": _status()}, None, "gw-a: 1 internal errors"),
+        ({"gw-a": _status(), "gw-b": {**_status(), "dataplane": {"drops": {"internal_error": 2}}}}, None,
+         "gw-b: 2 internal errors"),
+        ({"gw-a": {**_status(), "io_drops": {"internal_errors": 3, "send_errors": 9}}, "gw-b": _status()}, None,
+         "gw-a: 3 internal errors"),
     ]
     for statuses, sas, needle in cases:
         result = check_sa_state(statuses, sas or {"gw-a": _sas(), "gw-b": _sas()}, EXPECT)
