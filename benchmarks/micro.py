@@ -1,8 +1,10 @@
 """Per-packet cost of the data plane alone (no I/O): ``python3 -m benchmarks.micro``.
 
 Two DataPlanes back to back (tunnel mode, one TCP flow of 1400-byte packets), microseconds per packet for
-``outbound`` and ``inbound_*``, best of several rounds (the minimum is the least disturbed by other load), next to
-the bare ``cryptography`` call the packet cannot avoid. Needs no root.
+``outbound`` and ``inbound_*`` (the per-packet tier), and for the uniform tier the daemon uses on bulk traffic
+(``outbound_uniform`` / ``inbound_udp_uniform`` on runs of 40 equal packets, fastpath.py), best of several rounds
+(the minimum is the least disturbed by other load), next to the bare ``cryptography`` call the packet cannot
+avoid. Needs no root.
 """
 
 from __future__ import annotations
@@ -83,6 +85,44 @@ def measure(encr: str, integ: str | None, encap: bool, n: int, rounds: int) -> t
     return t_out, t_in
 
 
+RUN = 40  # packets per uniform run: one TUN drain / one UDP GRO receive in a bulk transfer (daemon.TUN_BATCH)
+
+
+def measure_uniform(encr: str, n: int, rounds: int) -> tuple[float, float]:
+    """Per-packet µs of the uniform tier, ESP in UDP: runs of RUN equal packets (frames with a 10-byte virtio
+    header, as read from TUN) sealed into one GSO buffer, and that buffer opened as one GRO receive."""
+    a, b = pair(encr, None, True)
+    pkt = tcp_packet()
+    first = a.outbound(pkt, 1.0)  # the per-packet tier checks the flow against the SPD once, on both sides
+    if not isinstance(first, UdpSend) or b.inbound_udp(first.payload, GW_A, 4500, GW_B, 4500, 1.0) is None:
+        raise SystemExit("the first packet of the flow did not go through")
+    frames = [bytes(10) + pkt] * RUN
+    runs = max(1, n // RUN)
+    sealed: list[tuple[bytes, int]] = []
+
+    def send() -> None:
+        sealed.clear()
+        for _ in range(runs):
+            got = a.outbound_uniform(frames, 10, 1.0)
+            if got is None:
+                raise SystemExit("outbound_uniform refused the run")
+            sealed.append((got[0], got[1]))
+
+    t_out = best(send, runs * RUN, rounds)
+    batches = []
+    for _ in range(rounds):
+        send()
+        batches.append(list(sealed))
+    it = iter(batches)
+
+    def receive() -> None:
+        for data, size in next(it):
+            if b.inbound_udp_uniform(data, size, 1.0) is None:
+                raise SystemExit("inbound_udp_uniform refused the run")
+
+    return t_out, best(receive, runs * RUN, rounds)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--packets", type=int, default=5000)
@@ -102,6 +142,10 @@ def main() -> None:
             t_out, t_in = measure(encr, integ, encap, ns.packets, ns.rounds)
             name = f"{encr}{'+' + integ if integ else ''} {'udp' if encap else 'raw'}"
             print(f"{name:<28} outbound {t_out:5.2f} µs   inbound {t_in:5.2f} µs")
+    for encr, integ in SUITES:
+        if integ is None:
+            t_out, t_in = measure_uniform(encr, ns.packets, ns.rounds)
+            print(f"{encr + ' udp, uniform x' + str(RUN):<28} outbound {t_out:5.2f} µs   inbound {t_in:5.2f} µs")
 
 
 if __name__ == "__main__":
