@@ -123,11 +123,13 @@ class DataPlane:
         self._out_routes: dict[bytes, OutRoute] = {}
         self._in_udp_routes: dict[bytes, InRoute] = {}
         self._in_ip_routes: dict[bytes, InRoute] = {}
-        self._out_sealers: dict[int, Callable[[bytes, int], bytes]] = {}  # outbound SPI -> compiled sealer
+        # Per outbound SA, by id(sa), valid until the next _changed(): the SA object itself, so a cache can never hand
+        # one SA's keys to another (the SAD keeps outbound SPIs unique today, but each peer picks its own).
+        self._out_sealers: dict[int, Callable[[bytes, int], bytes]] = {}
         self._out_batch_routes: dict[bytes, OutBatchRoute] = {}  # flow key -> its SA's batch route
-        self._out_batch_by_spi: dict[int, OutBatchRoute] = {}
+        self._out_batch_by_sa: dict[int, OutBatchRoute] = {}
         self._out_uniform_routes: dict[bytes, OutUniformRoute] = {}  # flow key -> its SA's uniform route
-        self._out_uniform_by_spi: dict[int, OutUniformRoute] = {}
+        self._out_uniform_by_sa: dict[int, OutUniformRoute] = {}
         self._key_layouts: dict[tuple[int, int], struct.Struct] = {}
         self._in_batch_routes: dict[bytes, InBatchRoute] = {}  # b"u" + SPI, or b"i" + destination + SPI
         self._in_uniform_routes: dict[bytes, InUniformRoute] = {}  # SPI, or b"i" + destination + SPI
@@ -142,9 +144,9 @@ class DataPlane:
         self._in_batch_routes.clear()
         self._in_uniform_routes.clear()
         self._out_batch_routes.clear()
-        self._out_batch_by_spi.clear()
+        self._out_batch_by_sa.clear()
         self._out_uniform_routes.clear()
-        self._out_uniform_by_spi.clear()
+        self._out_uniform_by_sa.clear()
         self._allowed_flows.clear()
 
     # ---- configuration -------------------------------------------------------------------------------------
@@ -221,30 +223,30 @@ class DataPlane:
         sa = self._sad.outbound(policy.reqid, "esp")
         if sa is None:
             return
-        sealer = self._out_sealers.get(sa.spi)
+        sealer = self._out_sealers.get(id(sa))
         if sealer is None:
             sealer = compile_sealer(sa, self._rng)  # once per SA, shared by all its flows
             if sealer is None:
                 return
-            self._out_sealers[sa.spi] = sealer
+            self._out_sealers[id(sa)] = sealer
         if len(self._out_routes) >= _FLOW_CACHE_MAX:
             self._out_routes.clear()
             self._out_batch_routes.clear()
             self._out_uniform_routes.clear()
         self._out_routes[key] = self._out_route(sa, sealer)
-        uniform_route = self._out_uniform_by_spi.get(sa.spi)
+        uniform_route = self._out_uniform_by_sa.get(id(sa))
         if uniform_route is None:
             uniform_sealer = compile_uniform_sealer(sa)
             if uniform_sealer is not None:
-                uniform_route = self._out_uniform_by_spi[sa.spi] = self._out_uniform_route(sa, uniform_sealer)
+                uniform_route = self._out_uniform_by_sa[id(sa)] = self._out_uniform_route(sa, uniform_sealer)
         if uniform_route is not None:
             self._out_uniform_routes[key] = uniform_route
-        batch_route = self._out_batch_by_spi.get(sa.spi)
+        batch_route = self._out_batch_by_sa.get(id(sa))
         if batch_route is None:
             batch_sealer = compile_batch_sealer(sa)
             if batch_sealer is None:
                 return
-            batch_route = self._out_batch_by_spi[sa.spi] = self._out_batch_route(sa, batch_sealer)
+            batch_route = self._out_batch_by_sa[id(sa)] = self._out_batch_route(sa, batch_sealer)
         self._out_batch_routes[key] = batch_route
 
     def outbound_batch(self, packets: list[bytes], now: float) -> OutBatch | None:
