@@ -243,7 +243,7 @@ class DataPlane:
             self._out_uniform_routes[key] = uniform_route
         batch_route = self._out_batch_by_sa.get(id(sa))
         if batch_route is None:
-            batch_sealer = compile_batch_sealer(sa)
+            batch_sealer = compile_batch_sealer(sa, self._rng)
             if batch_sealer is None:
                 return
             batch_route = self._out_batch_by_sa[id(sa)] = self._out_batch_route(sa, batch_sealer)
