@@ -11,7 +11,7 @@ falling back to the one before it, with the same wire format and the same checks
    ChaCha20-Poly1305) or with AES-CBC + HMAC.
 2. **Batch** (``compile_batch_sealer``, ``compile_batch_opener``): a run of packets — one drain of the TUN device,
    one UDP GRO receive — with one list comprehension or C-level ``map`` per step instead of Python work per packet.
-   Salted AEADs only.
+   Salted AEADs, and AES-CBC + HMAC (a whole run is one CBC pass).
 3. **Uniform** (``compile_uniform_sealer``, ``compile_uniform_opener``): a run of *equal-size* packets, as bulk
    transfers produce, laid out back to back in one buffer: every step is a C-level join, ``struct`` unpack,
    ``map`` or list compare over the whole run, with no Python step per packet at all. Outbound, the result is one
