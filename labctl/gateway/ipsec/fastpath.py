@@ -307,21 +307,14 @@ def compile_batch_opener(sa: SecurityAssociation) -> BatchOpener | None:
     spi_b = sa.spi_b
     esn = sa.esn
     pack_q = _Q.pack
-    from_bytes = int.from_bytes
-    tails = _TUNNEL_TAILS
     least = _ESP_HEADER + _IV + cipher.icv_len + 22  # trailer (2) + an IPv4 header (20)
 
     def open_batch(packets: list[bytes], start: int) -> tuple[list[bytes], list[int], int] | None:
         count = len(packets)
-        seq_at, iv_at, body_at = start + 4, start + _ESP_HEADER, start + _ESP_HEADER + _IV
+        iv_at, body_at = start + _ESP_HEADER, start + _ESP_HEADER + _IV
         if min(map(len, packets)) - start < least:
             return None
-        # RFC 4303 §3.4.3: the replay pre-check of every packet, before any cryptography.
-        seqs = [from_bytes(p[seq_at:iv_at]) for p in packets]
-        low = seqs[0]
-        if seqs != list(range(low, low + count)):
-            return None
-        first = fresh_run(low, count)
+        first = _fresh_run(packets, start, fresh_run)
         if first is None:
             return None
         aads = [spi_b + pack_q(s) for s in range(first, first + count)] if esn else [p[start:iv_at] for p in packets]
@@ -330,15 +323,32 @@ def compile_batch_opener(sa: SecurityAssociation) -> BatchOpener | None:
                               aads))
         except InvalidTag:
             return None  # the per-packet path finds which one and counts it
-        # RFC 4303 §2.4 (default padding, checked) and §2.6 (next header 4): the plaintext ends with tails[padlen].
-        # The inner header (RFC 791): version 4 with no options, total length = what precedes the trailer.
-        tots = [(p[2] << 8 | p[3]) if p[0] == 0x45 and p.endswith(tails[p[-2]]) else -1 for p in plains]
-        ends = [len(p) - 2 - p[-2] for p in plains]
-        if tots != ends or min(tots) < 24:  # 24: the bytes a flow key reads (fastpath.flow_key)
-            return None
-        return plains, tots, first
+        lengths = _inner_lengths(plains)
+        return None if lengths is None else (plains, lengths, first)
 
     return open_batch
+
+
+def _fresh_run(packets: list[bytes], start: int, fresh_run: Callable[[int, int], int | None]) -> int | None:
+    """The replay pre-check of a run, before any cryptography (RFC 4303 §3.4.3): the full sequence number of its
+    first packet when the run's sequence numbers are consecutive and all above the window (``fresh_run`` is the
+    SA's ``ReplayWindow.fresh_run``), else None."""
+    seqs = [int.from_bytes(p[start + 4 : start + 8], "big") for p in packets]
+    low = seqs[0]
+    if seqs != list(range(low, low + len(packets))):
+        return None
+    return fresh_run(low, len(packets))
+
+
+def _inner_lengths(plains: list[bytes]) -> list[int] | None:
+    """The inner packets' lengths when every decrypted plaintext of a run ends with the default padding and next
+    header 4 (RFC 4303 §2.4, §2.6) right after an option-less IPv4 packet (RFC 791) of at least 24 bytes (what a
+    flow key reads, ``flow_key``) and no TFC padding; None otherwise."""
+    tails = _TUNNEL_TAILS
+    lengths = [(p[2] << 8 | p[3]) if p[0] == 0x45 and p.endswith(tails[p[-2]]) else -1 for p in plains]
+    if lengths != [len(p) - 2 - p[-2] for p in plains] or min(lengths) < 24:
+        return None
+    return lengths
 
 
 def _cbc_hmac(sa: SecurityAssociation) -> tuple[CbcCipher, Integrity] | None:
@@ -406,20 +416,13 @@ def _cbc_batch_opener(sa: SecurityAssociation) -> BatchOpener | None:
     high = _HIGH.pack
     fresh_run = sa.replay.fresh_run
     esn = sa.esn
-    from_bytes = int.from_bytes
-    tails = _TUNNEL_TAILS
     least = _ESP_HEADER + _CBC_BLOCK + _CBC_BLOCK + icv_len  # header, IV, one block, ICV
 
     def open_batch(packets: list[bytes], start: int) -> tuple[list[bytes], list[int], int] | None:
         count = len(packets)
         if min(map(len, packets)) - start < least:
             return None
-        # RFC 4303 §3.4.3: the replay pre-check of every packet, before any cryptography.
-        seqs = [from_bytes(p[start + 4 : start + 8]) for p in packets]
-        low = seqs[0]
-        if seqs != list(range(low, low + count)):
-            return None
-        first = fresh_run(low, count)
+        first = _fresh_run(packets, start, fresh_run)
         if first is None:
             return None
         signed = [p[start : len(p) - icv_len] for p in packets]
@@ -434,11 +437,8 @@ def _cbc_batch_opener(sa: SecurityAssociation) -> BatchOpener | None:
         ends = list(accumulate([len(m) - _ESP_HEADER for m in signed]))
         plains = [stream[end - len(m) + _ESP_HEADER + _CBC_BLOCK : end]
                   for m, end in zip(signed, ends, strict=True)]
-        # The trailer and inner header checks of compile_batch_opener (RFC 4303 §2.4, §2.6; RFC 791).
-        tots = [(p[2] << 8 | p[3]) if p[0] == 0x45 and p.endswith(tails[p[-2]]) else -1 for p in plains]
-        if tots != [len(p) - 2 - p[-2] for p in plains] or min(tots) < 24:
-            return None
-        return plains, tots, first
+        lengths = _inner_lengths(plains)
+        return None if lengths is None else (plains, lengths, first)
 
     return open_batch
 
