@@ -14,6 +14,7 @@ import struct
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from . import ipv4
 from .ah import open_ah, seal_ah
@@ -74,6 +75,7 @@ class Dropped:
 
 
 OutboundResult = IpSend | UdpSend | Bypass | Dropped
+_R = TypeVar("_R")
 
 _TUNNEL_NEXT = ipv4.PROTO_IPIP
 _IPSEC = (ipv4.PROTO_ESP, ipv4.PROTO_AH)
@@ -269,11 +271,7 @@ class DataPlane:
         route = routes.pop() if len(routes) == 1 else None
         if route is None:
             return None
-        try:
-            return route(packets, now)
-        except Exception:  # a bug must not kill the daemon; the per-packet path then takes the packets
-            self._drops["internal_error"] += 1
-            return None
+        return self._guarded_run(route, packets, now)
 
     def outbound_uniform(self, frames: list[bytes], start: int, now: float) -> OutUniform | None:
         """Equal-size frames read from TUN in one drain (the IPv4 packet at ``start`` of each), all of one flow
@@ -298,11 +296,7 @@ class DataPlane:
         route = self._out_uniform_routes.get(bytes((proto,)) + addresses)
         if route is None:
             return None
-        try:
-            return route(frames, start, tos, fragment & 0x4000, now)
-        except Exception:  # a bug (or a wrapping ESN) must not kill the daemon; the other paths take the packets
-            self._drops["internal_error"] += 1
-            return None
+        return self._guarded_run(route, frames, start, tos, fragment & 0x4000, now)
 
     def _out_uniform_route(self, sa: SecurityAssociation, seal_uniform: UniformSealer) -> OutUniformRoute:
         dest = (sa.dst, sa.encap[1]) if sa.encap is not None else None
@@ -625,7 +619,7 @@ class DataPlane:
             route = self._learn_batch(self._sad.inbound_encap(int.from_bytes(spi, "big")), b"u" + spi)
             if route is None:
                 return None
-        return self._run_batch(route, payloads, 0, now)
+        return self._guarded_run(route, payloads, 0, now)
 
     def inbound_udp_uniform(self, data: bytes, size: int, now: float) -> InUniform | None:
         """One UDP GRO receive of equal-size datagrams (``data``, cut every ``size`` bytes) through the uniform fast
@@ -634,16 +628,12 @@ class DataPlane:
         spi = data[:4]
         route = self._in_uniform_routes.get(spi)
         if route is None:
-            sa = self._sad.inbound_encap(int.from_bytes(spi, "big")) if spi != b"\0\0\0\0" else None
-            opener = compile_uniform_opener(sa) if sa is not None and not sa.expired else None
-            if sa is None or opener is None:
+            if spi == b"\0\0\0\0":
+                return None  # the non-ESP marker: IKE (RFC 3948 §2.2)
+            route = self._learn_uniform(self._sad.inbound_encap(int.from_bytes(spi, "big")), spi)
+            if route is None:
                 return None
-            route = self._in_uniform_routes[spi] = self._uniform_route(sa, opener)
-        try:
-            return route(data, size, len(data) // size, 0, now)
-        except Exception:  # a bug must not kill the daemon; the other paths then take the packets
-            self._drops["internal_error"] += 1
-            return None
+        return self._guarded_run(route, data, size, len(data) // size, 0, now)
 
     def inbound_ip_uniform(self, packets: list[bytes], now: float) -> InUniform | None:
         """Equal-size whole IPv4 packets drained from the raw ESP socket, through the uniform fast path as in
@@ -667,16 +657,10 @@ class DataPlane:
             return None
         route = self._in_uniform_routes.get(b"i" + key)
         if route is None:
-            sa = self._sad.inbound(int.from_bytes(key[4:], "big"), key[:4])
-            opener = compile_uniform_opener(sa) if sa is not None and not sa.expired else None
-            if sa is None or opener is None:
+            route = self._learn_uniform(self._sad.inbound(int.from_bytes(key[4:], "big"), key[:4]), b"i" + key)
+            if route is None:
                 return None
-            route = self._in_uniform_routes[b"i" + key] = self._uniform_route(sa, opener)
-        try:
-            return route(data, size, count, 20, now)
-        except Exception:  # a bug must not kill the daemon; the other paths then take the packets
-            self._drops["internal_error"] += 1
-            return None
+        return self._guarded_run(route, data, size, count, 20, now)
 
     def _uniform_route(self, sa: SecurityAssociation, open_uniform: UniformOpener) -> InUniformRoute:
         allowed = self._allowed_flows.setdefault(id(sa), set())
@@ -722,14 +706,25 @@ class DataPlane:
             route = self._learn_batch(self._sad.inbound(int.from_bytes(key[4:], "big"), key[:4]), b"i" + key)
             if route is None:
                 return None
-        return self._run_batch(route, packets, 20, now)
+        return self._guarded_run(route, packets, 20, now)
 
-    def _run_batch(self, route: InBatchRoute, packets: list[bytes], start: int, now: float) -> InBatch | None:
+    def _guarded_run(self, route: Callable[..., _R | None], *args: Any) -> _R | None:
+        """Call a batch or uniform route: a bug in one (an exception) is counted and makes the run go to the next
+        tier, as a refusal does, instead of killing the daemon."""
         try:
-            return route(packets, start, now)
-        except Exception:  # a bug must not kill the daemon; the per-packet path then takes the packets
+            return route(*args)
+        except Exception:
             self._drops["internal_error"] += 1
             return None
+
+    def _learn_uniform(self, sa: SecurityAssociation | None, key: bytes) -> InUniformRoute | None:
+        if sa is None or sa.expired:
+            return None
+        opener = compile_uniform_opener(sa)
+        if opener is None:
+            return None
+        route = self._in_uniform_routes[key] = self._uniform_route(sa, opener)
+        return route
 
     def _learn_batch(self, sa: SecurityAssociation | None, key: bytes) -> InBatchRoute | None:
         if sa is None or sa.expired:
