@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
+from functools import lru_cache
 from itertools import accumulate
 
 from labctl.gateway.ipsec.ipv4 import internet_checksum
@@ -179,6 +180,7 @@ class TcpCoalescer:
         self._out.append(_super_frame(first[: batch.hlen], batch.mss, batch.size, batch.payloads))
 
 
+@lru_cache(maxsize=64)  # a few shapes per flow; building a Struct per run would cost more than the unpack
 def _segment_layout(hlen: int, payload: int = 0, trailer: int = 0) -> struct.Struct:
     """The fields of an option-less IPv4 + TCP segment with ``hlen`` header bytes that coalescing compares, as one
     C-level unpack: version/IHL + TOS; flags/fragment + TTL + protocol; addresses + ports; sequence number; ack
@@ -188,36 +190,31 @@ def _segment_layout(hlen: int, payload: int = 0, trailer: int = 0) -> struct.Str
     return struct.Struct(f"!2s4x4s2x12sI5sB2s2x{hlen - 38}s{tail}")
 
 
-def _run_frames(packets: list[bytes], lengths: list[int]) -> list[bytes] | None:
-    """TUN frames for a run of separate packets (``packets[i][:lengths[i]]``): see :func:`_coalesce`."""
-    first = packets[0]
-    if min(lengths) <= 40 or first[0] != 0x45 or first[9] != _TCP or first[6] & 0x3F or first[7]:
+def _tcp_header_length(first: bytes, shortest: int) -> int | None:
+    """The IPv4 + TCP header length of a run's first packet when it is an option-less, unfragmented IPv4 TCP segment
+    and every packet of the run (``shortest`` bytes at least) carries data after such a header; else None."""
+    if shortest <= 40 or first[0] != 0x45 or first[9] != _TCP or first[6] & 0x3F or first[7]:
         return None  # 40: an IPv4 and a TCP header with data after them, before any header byte is read
     hlen = 20 + (first[32] >> 4) * 4
-    if hlen < 40 or min(lengths) <= hlen:
+    return hlen if 40 <= hlen < shortest else None
+
+
+def _run_frames(packets: list[bytes], lengths: list[int]) -> list[bytes] | None:
+    """TUN frames for a run of separate packets (``packets[i][:lengths[i]]``): see :func:`_coalesce`."""
+    hlen = _tcp_header_length(packets[0], min(lengths))
+    if hlen is None:
         return None
     cols = list(zip(*map(_segment_layout(hlen).unpack_from, packets), strict=True))
     payloads = [p[hlen:n] for p, n in zip(packets, lengths, strict=True)]
     return _coalesce(cols, payloads, lambda i: packets[i][:hlen])
 
 
-_UNIFORM_LAYOUTS: dict[tuple[int, int, int], struct.Struct] = {}
-
-
 def _uniform_frames(plains: bytes, stride: int, count: int, length: int) -> list[bytes] | None:
     """TUN frames for ``count`` packets of ``length`` bytes laid out every ``stride`` bytes: see :func:`_coalesce`."""
-    if length <= 40 or plains[0] != 0x45 or plains[9] != _TCP or plains[6] & 0x3F or plains[7]:
+    hlen = _tcp_header_length(plains, length)
+    if hlen is None:
         return None
-    hlen = 20 + (plains[32] >> 4) * 4
-    if hlen < 40 or length <= hlen:
-        return None
-    shape = (hlen, length, stride)
-    layout = _UNIFORM_LAYOUTS.get(shape)
-    if layout is None:
-        if len(_UNIFORM_LAYOUTS) > 64:
-            _UNIFORM_LAYOUTS.clear()
-        layout = _UNIFORM_LAYOUTS[shape] = _segment_layout(hlen, length - hlen, stride - length)
-    cols = list(zip(*layout.iter_unpack(plains), strict=True))
+    cols = list(zip(*_segment_layout(hlen, length - hlen, stride - length).iter_unpack(plains), strict=True))
     return _coalesce(cols, list(cols.pop()), lambda i: plains[i * stride : i * stride + hlen])
 
 
