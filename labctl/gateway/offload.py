@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from functools import lru_cache
 from itertools import accumulate
 
+from labctl.gateway.ipsec.fastpath import run_layout
 from labctl.gateway.ipsec.ipv4 import internet_checksum
 
 SOL_UDP = 17
@@ -180,14 +180,13 @@ class TcpCoalescer:
         self._out.append(_super_frame(first[: batch.hlen], batch.mss, batch.size, batch.payloads))
 
 
-@lru_cache(maxsize=64)  # a few shapes per flow; building a Struct per run would cost more than the unpack
 def _segment_layout(hlen: int, payload: int = 0, trailer: int = 0) -> struct.Struct:
     """The fields of an option-less IPv4 + TCP segment with ``hlen`` header bytes that coalescing compares, as one
     C-level unpack: version/IHL + TOS; flags/fragment + TTL + protocol; addresses + ports; sequence number; ack
     number + data offset; TCP flags; window; urgent pointer + options; then, when ``payload`` is given, the payload
     (and ``trailer`` bytes skipped). Not unpacked: total length, IP ID and both checksums, which differ per segment."""
     tail = f"{payload}s{trailer}x" if payload else ""
-    return struct.Struct(f"!2s4x4s2x12sI5sB2s2x{hlen - 38}s{tail}")
+    return run_layout(f"!2s4x4s2x12sI5sB2s2x{hlen - 38}s{tail}")
 
 
 def _tcp_header_length(first: bytes, shortest: int) -> int | None:

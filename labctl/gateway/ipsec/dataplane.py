@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import os
 import socket
-import struct
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from .fastpath import (
     compile_uniform_sealer,
     flow_key,
     outer_header_builder,
+    run_layout,
 )
 from .natt import classify_udp4500, fix_transport_checksum
 from .sad import Sad, SaParams, SecurityAssociation
@@ -132,7 +132,6 @@ class DataPlane:
         self._out_batch_by_sa: dict[int, OutBatchRoute] = {}
         self._out_uniform_routes: dict[bytes, OutUniformRoute] = {}  # flow key -> its SA's uniform route
         self._out_uniform_by_sa: dict[int, OutUniformRoute] = {}
-        self._key_layouts: dict[tuple[int, int], struct.Struct] = {}
         self._in_batch_routes: dict[bytes, InBatchRoute] = {}  # b"u" + SPI, or b"i" + destination + SPI
         self._in_uniform_routes: dict[bytes, InUniformRoute] = {}  # SPI, or b"i" + destination + SPI
         # Per inbound SA (by id, valid until the next change): inner flows found to match a policy this SA serves.
@@ -280,14 +279,9 @@ class DataPlane:
         shape = (len(frames[0]), start)
         if len(set(map(len, frames))) != 1 or shape[0] - start < 24:
             return None  # the uniform path is for equal sizes: the batch path takes the rest
-        layout = self._key_layouts.get(shape)
-        if layout is None:
-            if len(self._key_layouts) > 16:
-                self._key_layouts.clear()
-            # Version/IHL, TOS, flags + fragment offset, protocol, addresses + ports: what fastpath.flow_key reads,
-            # and what the outer header copies (RFC 4301 §5.1.2.1).
-            layout = self._key_layouts[shape] = struct.Struct(f"!{start}xBB4xHxB2x12s{shape[0] - start - 24}x")
-        rows = set(map(layout.unpack_from, frames))
+        # Version/IHL, TOS, flags + fragment offset, protocol, addresses + ports: what fastpath.flow_key reads, and
+        # what the outer header copies (RFC 4301 §5.1.2.1).
+        rows = set(map(run_layout(f"!{start}xBB4xHxB2x12s{shape[0] - start - 24}x").unpack_from, frames))
         if len(rows) != 1:
             return None  # several flows, or TOS/DF that vary: the batch path sorts them out
         version, tos, fragment, proto, addresses = rows.pop()
@@ -643,13 +637,8 @@ class DataPlane:
         count = len(packets)
         if size < 28 or len(data) != size * count:
             return None
-        layout = self._key_layouts.get((size, -1))
-        if layout is None:
-            if len(self._key_layouts) > 16:
-                self._key_layouts.clear()
-            # Version/IHL, total length, flags + fragment offset, protocol, destination + SPI (the SAD's key).
-            layout = self._key_layouts[size, -1] = struct.Struct(f"!BxH2xHxB6x8s{size - 24}x")
-        rows = set(layout.iter_unpack(data))
+        # Version/IHL, total length, flags + fragment offset, protocol, destination + SPI (the SAD's key).
+        rows = set(run_layout(f"!BxH2xHxB6x8s{size - 24}x").iter_unpack(data))
         if len(rows) != 1:
             return None
         version, total, fragment, proto, key = rows.pop()
@@ -666,7 +655,6 @@ class DataPlane:
         allowed = self._allowed_flows.setdefault(id(sa), set())
         update_run = sa.replay.update_run
         ports = _PORT_PROTOCOLS
-        layouts: dict[int, struct.Struct] = {}
 
         def route(data: bytes, stride: int, count: int, start: int, now: float) -> InUniform | None:
             opened = open_uniform(data, stride, count, start)
@@ -676,13 +664,8 @@ class DataPlane:
             nbytes = length * count
             if not _run_fits(sa, count, nbytes, now, outbound=False):
                 return None  # a limit is due: the per-packet path raises the events
-            layout = layouts.get(plain_size)
-            if layout is None:
-                if len(layouts) > 16:
-                    layouts.clear()
-                layout = layouts[plain_size] = struct.Struct(f"!6xHxB2x12s{plain_size - 24}x")
             # RFC 4301 §5.2, as in _batch_route: known flows only (fastpath.flow_key's keys), no fragments.
-            for frag, proto, addresses in set(layout.iter_unpack(plains)):
+            for frag, proto, addresses in set(run_layout(f"!6xHxB2x12s{plain_size - 24}x").iter_unpack(plains)):
                 key = bytes((proto,)) + (addresses if proto in ports else addresses[:8])
                 if frag & 0x3FFF or key not in allowed:
                     return None

@@ -32,6 +32,7 @@ from __future__ import annotations
 import hmac
 import struct
 from collections.abc import Callable
+from functools import lru_cache
 from itertools import accumulate, chain, repeat
 from operator import itemgetter
 
@@ -79,6 +80,9 @@ _TRAILERS_4 = _trailers(4)
 _TRAILERS_16 = _trailers(16)
 # The tunnel-mode trailer for each pad length: what a plaintext whose second-to-last byte is that length must end with.
 _TUNNEL_TAILS = tuple(PADDING[n] + bytes((n, ipv4.PROTO_IPIP)) for n in range(256))
+# The struct layouts of the batch and uniform tiers depend on a run's packet sizes: a few formats per flow, each
+# compiled once here (for the data plane too) rather than per run.
+run_layout = lru_cache(maxsize=256)(struct.Struct)
 
 
 def compile_sealer(sa: SecurityAssociation, rng: Callable[[int], bytes]) -> Sealer | None:
@@ -181,7 +185,6 @@ def compile_uniform_sealer(sa: SecurityAssociation) -> UniformSealer | None:
     aad_of = itemgetter(slice(0, 8))
     iv_of = itemgetter(slice(8, 16))
     first_item = itemgetter(0)
-    layouts: dict[tuple[int, int], struct.Struct] = {}
 
     def seal_uniform(
         frames: list[bytes], start: int, first: int, outer: Callable[[int], bytes] | None
@@ -189,11 +192,7 @@ def compile_uniform_sealer(sa: SecurityAssociation) -> UniformSealer | None:
         count = len(frames)
         size = len(frames[0]) - start
         tail = _TRAILERS_4[size & 3]
-        layout = layouts.get((start, size))
-        if layout is None:
-            if len(layouts) > 16:
-                layouts.clear()
-            layout = layouts[start, size] = struct.Struct(f"{start}x{size + len(tail)}s")
+        layout = run_layout(f"{start}x{size + len(tail)}s")
         # frame || trailer for every frame with one join; the unpack then drops each frame's first ``start`` bytes.
         plaintexts = map(first_item, layout.iter_unpack(tail.join(frames) + tail))
         seqs = range(first, first + count)
@@ -462,22 +461,13 @@ def compile_uniform_opener(sa: SecurityAssociation) -> UniformOpener | None:
     esn_aad = struct.Struct("!4sQ").pack if sa.esn else None  # RFC 4106 §5: SPI || 64-bit ESN
     overhead = _ESP_HEADER + _IV + cipher.icv_len
     tails = _TUNNEL_TAILS
-    layouts: dict[tuple[int, int], tuple[struct.Struct, struct.Struct]] = {}
-    inner_layouts: dict[tuple[int, int], struct.Struct] = {}
 
     def open_uniform(buf: bytes, stride: int, count: int, start: int) -> tuple[bytes, int, int, int] | None:
         size = stride - start
         plain_size = size - overhead
         if plain_size < 26 or len(buf) != stride * count:
             return None
-        shape = (stride, start)
-        pair = layouts.get(shape)
-        if pair is None:
-            if len(layouts) > 16:
-                layouts.clear()
-            pair = layouts[shape] = (struct.Struct(f"!{start}x4sI{size - 8}x"),
-                                     struct.Struct(f"!{start}x8s8s{size - 16}s"))
-        ids, parts = pair
+        ids, parts = run_layout(f"!{start}x4sI{size - 8}x"), run_layout(f"!{start}x8s8s{size - 16}s")
         low = ids.unpack_from(buf)[1]
         first = fresh_run(low, count)
         if first is None:
@@ -496,12 +486,7 @@ def compile_uniform_opener(sa: SecurityAssociation) -> UniformOpener | None:
         length = plain_size - len(tail)
         if length < 24:  # 24: the bytes a flow key reads (flow_key)
             return None
-        inner = inner_layouts.get((plain_size, padlen))
-        if inner is None:
-            if len(inner_layouts) > 64:
-                inner_layouts.clear()
-            inner = inner_layouts[plain_size, padlen] = struct.Struct(f"!BxH{length - 4}x{len(tail)}s")
-        if list(inner.iter_unpack(plains)) != [(0x45, length, tail)] * count:
+        if list(run_layout(f"!BxH{length - 4}x{len(tail)}s").iter_unpack(plains)) != [(0x45, length, tail)] * count:
             return None
         return plains, plain_size, length, first
 
