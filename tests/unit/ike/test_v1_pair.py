@@ -13,7 +13,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from labctl.gateway.ike import certs
 from labctl.gateway.ike.certs import WallClock
 from labctl.gateway.ike.v1.config import Ikev1ChildConfig, Ikev1ConnectionConfig
 from labctl.gateway.ike.v1.engine import Ikev1Engine
@@ -441,14 +440,7 @@ def _chain_configs(pki: dict[str, xf.Cert], mode: str = "main", b_cert: str = "b
 @pytest.mark.parametrize("mode", ["main", "aggressive"])
 def test_certificates_through_intermediates(mode: str, chain_pki: dict[str, xf.Cert],
                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    seen: list[list[bytes]] = []
-    real = certs.verify_chain
-
-    def recording(end_entity: bytes, intermediates: list[bytes], *args: object) -> list[x509.Certificate]:
-        seen.append([end_entity, *intermediates])
-        return real(end_entity, intermediates, *args)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(certs, "verify_chain", recording)
+    seen = xf.record_chains(monkeypatch)
     p = Pair(*_chain_configs(chain_pki, mode))
     p.a.initiate("gw", 0.0)
     p.exchange()

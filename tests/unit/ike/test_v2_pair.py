@@ -10,7 +10,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from labctl.gateway.ike import certs
 from labctl.gateway.ike.v2.codec import parse_message
 from labctl.gateway.ike.v2.constants import ExchangeType
 from labctl.gateway.ike.v2.events import (
@@ -342,14 +341,7 @@ def _expiry(cert: xf.Cert) -> str:
 
 
 def test_certificates_through_intermediates(chain_pki: dict[str, xf.Cert], monkeypatch: pytest.MonkeyPatch) -> None:
-    seen: list[list[bytes]] = []
-    real = certs.verify_chain
-
-    def recording(end_entity: bytes, intermediates: list[bytes], *args: object) -> list[x509.Certificate]:
-        seen.append([end_entity, *intermediates])
-        return real(end_entity, intermediates, *args)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(certs, "verify_chain", recording)
+    seen = xf.record_chains(monkeypatch)
     p = _chain_pair(chain_pki)
     established(p)
     assert p.b.status()["ike_sas"][0]["remote_id"] == "a.example"

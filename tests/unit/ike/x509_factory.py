@@ -8,10 +8,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
+
+from labctl.gateway.ike import certs
 
 NOW = dt.datetime(2030, 6, 1, 12, 0, tzinfo=dt.UTC)
 YEAR = dt.timedelta(days=365)
@@ -93,3 +96,17 @@ def intermediate(cn: str, issuer: Cert, **kw: object) -> Cert:
     kw.setdefault("ca", True)
     kw.setdefault("key_cert_sign", True)
     return make(cn, issuer, **kw)  # type: ignore[arg-type]
+
+
+def record_chains(monkeypatch: pytest.MonkeyPatch) -> list[list[bytes]]:
+    """Make ``certs.verify_chain`` (which both IKE cores call) also record each chain it is given, end entity
+    first, as DER: what the peer actually sent. Returns the list it appends to."""
+    seen: list[list[bytes]] = []
+    real = certs.verify_chain
+
+    def recording(end_entity: bytes, intermediates: list[bytes], *args: object) -> list[x509.Certificate]:
+        seen.append([end_entity, *intermediates])
+        return real(end_entity, intermediates, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(certs, "verify_chain", recording)
+    return seen
