@@ -240,6 +240,16 @@ class Pair:
                 raise HarnessError(f"ping {src} -> {dst} through the tunnel: {res.received}/{count} answered\n"
                                    f"{res.text}\n{self.lab.logs()}")
 
+    def check_certificate_tunnel(self, intermediates: bool = False) -> None:
+        """Traffic flows both ways and strongSwan names both ends by their certificates' DNs; with
+        ``intermediates``, strongSwan also sent its intermediate CA (int-b) as an extra CERT payload."""
+        self.ping_both_ways()
+        sas = self.charon.list_sas()
+        assert "CN=gw-a" in sas and "CN=gw-b" in sas, sas
+        if intermediates:
+            log = self.charon.log_text()
+            assert "sending issuer cert" in log and "interop int-b" in log, self.charon.logs(80)
+
 
 def start_pair(lab: Lab, s: Scenario) -> Pair:
     """Start strongSwan on gw-b and ours on gw-a, let the scenario's initiator connect, wait until both are up."""
